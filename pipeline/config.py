@@ -1,0 +1,215 @@
+"""One typed settings object, loaded and validated in one place.
+
+Settings come from ``newsletter.toml`` in the current folder, or the file named
+by ``--config PATH`` or ``NEWSLETTER_CONFIG``. Relative paths resolve against the
+folder of that file. Unknown keys and wrong types are errors naming the key.
+Each stage is handed only the slice it needs (``settings.publication``,
+``settings.checks`` ...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tomli_w
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+DEFAULT_CONFIG = "newsletter.toml"
+# Gmail clips a message whose HTML is larger than about 102 KB.
+GMAIL_CLIP_BYTES = 102_000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an absolute http(s) address, got {value!r}")
+    return value.rstrip("/")
+
+
+def _check_address(value: str) -> str:
+    """Accept ``addr@host`` or ``Display Name <addr@host>``."""
+    match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*", value)
+    if not match:
+        raise ValueError(f"is not an email address: {value!r}")
+    try:
+        validate_email(match["addr"] or match["bare"], check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"is not an email address: {value!r} ({exc})") from None
+    return value.strip()
+
+
+class Publication(_Section):
+    """Who publishes, and the standing text of every edition."""
+
+    name: str
+    from_: str = Field(alias="from")
+    reply_to: str | None = None
+    postal_address: str
+    base_url: str
+    asset_base_url: str
+    timezone: str = "UTC"
+    language: str = "en"
+    footer: str = ""
+
+    _urls = field_validator("base_url", "asset_base_url")(_check_url)
+
+    @field_validator("from_", "reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Paths(_Section):
+    """Where drafts, templates, subscribers and outputs live (absolute after loading)."""
+
+    templates: Path = Path("templates")
+    drafts: Path = Path("drafts")
+    subscribers: Path = Path("subscribers")
+    build: Path = Path("build")
+    outbox: Path = Path("outbox")
+
+
+class Checks(_Section):
+    """What every edition must satisfy before it may be sent."""
+
+    required_disclaimers: tuple[str, ...] = ()
+    max_html_bytes: int = Field(default=GMAIL_CLIP_BYTES, gt=0)
+
+
+class Database(_Section):
+    url: str = "sqlite:///newsletter.db"
+
+
+class Provider(_Section):
+    """The mail provider; later issues add the HTTP providers' settings."""
+
+    name: str = "outbox"
+
+
+class Settings(_Section):
+    """Every setting of the pipeline, validated."""
+
+    publication: Publication
+    paths: Paths = Paths()
+    checks: Checks = Checks()
+    database: Database = Database()
+    provider: Provider = Provider()
+    source: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
+
+    @property
+    def root(self) -> Path:
+        """The folder that relative paths in the settings are read against."""
+        return self.source.parent
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The settings file to use: ``--config``, then ``NEWSLETTER_CONFIG``, then ./newsletter.toml."""
+    chosen = explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    return Path(chosen)
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the settings file; raise ConfigError naming the file and key."""
+    path = config_path(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("settings file not found (use --config PATH or NEWSLETTER_CONFIG)", path=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text", path=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=path) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", path=path) from None
+    try:
+        settings = Settings.model_validate({**raw, "source": path.resolve()})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(_describe(error, key), path=path, line=_line_of(text, error["loc"])) from None
+    root = settings.root
+    paths = {name: root / value for name, value in settings.paths.model_dump().items()}
+    return settings.model_copy(update={"paths": Paths(**paths)})
+
+
+def _describe(error: dict[str, Any], key: str) -> str:
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {key!r}"
+    if error["type"] == "missing":
+        return f"missing required key {key!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] != "value_error":
+        message = f"{message} (got {error.get('input')!r})"
+    return f"{key}: {message}"
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line of the offending key: the key's line inside its [table]."""
+    names = [str(part) for part in loc if not isinstance(part, int)]
+    if not names:
+        return None
+    table, key = names[:-1], names[-1]
+    header = re.compile(r"^\s*\[\s*" + re.escape(".".join(table)) + r"\s*\]") if table else None
+    inside = header is None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header is not None and header.match(line):
+            inside = True
+        elif inside and re.match(r"^\s*\[", line) and header is not None:
+            inside = False
+        elif inside and re.match(r"^\s*" + re.escape(key) + r"\s*=", line):
+            return number
+    return None
+
+
+SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def masked(value: str) -> str:
+    """Hide the password of a URL such as postgresql://user:pw@host/db."""
+    parts = urlsplit(value)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return value
+
+
+def describe_settings(settings: Settings) -> str:
+    """The effective settings as TOML, with secrets masked, for ``config show``."""
+    data = settings.model_dump(by_alias=True, mode="json")
+    for values in data.values():
+        for key, value in list(values.items()):
+            if value is None:
+                del values[key]
+            elif isinstance(value, str):
+                secret = any(word in key for word in SECRET_WORDS) and not key.endswith("_env")
+                values[key] = "***" if secret else masked(value)
+    return f"# effective settings from {settings.source}\n" + tomli_w.dumps(data)

@@ -1,0 +1,42 @@
+"""The one error root of the pipeline.
+
+    NewsletterError
+    ├── ConfigError        newsletter.toml is missing or invalid
+    ├── DraftError         a draft directory cannot be read
+    ├── RenderError        a template or the MJML/CSS stages failed
+    └── PreviewError       the headless browser could not take a screenshot
+
+Each error builds its one-line message from its context (file, line), so the
+command line prints it as it is and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NewsletterError(Exception):
+    """Anything the pipeline reports to a person as one line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path: Path | str | None = None, line: int | None = None):
+        self.path, self.line, self.reason = path, line, message
+        where = "" if path is None else (f"{path}:{line}: " if line else f"{path}: ")
+        super().__init__(f"{where}{message}")
+
+
+class ConfigError(NewsletterError):
+    """The settings file is missing, unreadable or invalid."""
+
+
+class DraftError(NewsletterError):
+    """A draft directory, its front matter or its body cannot be used."""
+
+
+class RenderError(NewsletterError):
+    """A template failed to render, or MJML or the CSS inliner rejected the result."""
+
+
+class PreviewError(NewsletterError):
+    """The headless browser could not be started or could not take a screenshot."""
