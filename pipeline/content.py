@@ -1,0 +1,374 @@
+"""Read a draft's Markdown body into the edition's parts: lede, sections, sign-off.
+
+Body conventions (the README documents them for editors):
+
+- ``## Heading`` starts a numbered section; ``[TOC]`` on its own line places the
+  table of contents (otherwise it follows the lede); ``[SIGNOFF]`` on its own
+  line starts the author's closing words, set apart after the last section.
+- ``### [Headline](https://url) – Outlet [February 8th]`` is a source item.
+- ``>`` blockquotes are quoted excerpts; a paragraph beginning ``Comment:`` or
+  ``Comments:`` (bold or not) is the editor's comment.
+- Paragraphs written in Chinese, Japanese or Korean are marked with their ``lang``.
+
+The parts keep their markdown-it tokens, so the HTML and the plain-text parts
+are both rendered from the same content.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import imagesize
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.footnote import footnote_plugin
+
+from pipeline.draft import Draft
+from pipeline.errors import DraftError
+
+BlockKind = Literal["prose", "heading", "source", "quote", "comment", "image"]
+
+TOC_MARKER = "[TOC]"
+SIGNOFF_MARKER = "[SIGNOFF]"
+_COMMENT = re.compile(r"^\s*comments?\s*:", re.IGNORECASE)
+_SOURCE_TAIL = re.compile(r"^\s*[–—-]+\s*(?P<outlet>[^\[\]]*?)\s*(?:\[(?P<date>[^\[\]]+)\])?\s*$")
+_MAX_IMAGE_WIDTH = 552  # the content width of the default template
+
+
+def markdown() -> MarkdownIt:
+    """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML."""
+    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).use(footnote_plugin)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceItem:
+    """A source the edition excerpts: headline link, outlet and date as the editor wrote them."""
+
+    headline: tuple[Token, ...]
+    url: str
+    outlet: str
+    date: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Block:
+    """One top-level piece of the body, with the draft.md line it starts on."""
+
+    kind: BlockKind
+    tokens: tuple[Token, ...]
+    line: int
+    source: SourceItem | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A numbered ``##`` section."""
+
+    number: int
+    title: str
+    title_tokens: tuple[Token, ...]
+    anchor: str
+    line: int
+    blocks: tuple[Block, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Image:
+    """An image the body shows; local files are published under ``asset_base_url``."""
+
+    src: str
+    alt: str
+    line: int
+    file: Path | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Body:
+    """The edition's content, in reading order."""
+
+    lede: tuple[Block, ...]
+    toc_after: int  # how many lede blocks come before the table of contents
+    sections: tuple[Section, ...]
+    footnotes: tuple[Token, ...]
+    signoff: tuple[Block, ...]
+    images: tuple[Image, ...]
+    env: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def has_toc(self) -> bool:
+        return len(self.sections) >= 2
+
+
+def parse_body(draft: Draft) -> Body:
+    """Split the draft body into lede, sections and sign-off, classifying each block."""
+    env: dict[str, Any] = {}
+    tokens = markdown().parse(draft.body, env)
+    chunks, footnotes = _top_level_chunks(tokens)
+    reader = _BodyReader(draft)
+    for chunk in chunks:
+        reader.take(chunk)
+    return reader.finish(footnotes, env)
+
+
+def _top_level_chunks(tokens: list[Token]) -> tuple[list[list[Token]], tuple[Token, ...]]:
+    """Group tokens into top-level blocks (open ... close); the footnote block apart."""
+    chunks: list[list[Token]] = []
+    footnotes: list[Token] = []
+    depth = 0
+    in_footnotes = False
+    for token in tokens:
+        if token.type == "footnote_block_open":
+            in_footnotes = True
+        if in_footnotes:
+            footnotes.append(token)
+            in_footnotes = token.type != "footnote_block_close"
+            continue
+        if depth == 0:
+            chunks.append([])
+        chunks[-1].append(token)
+        depth += token.nesting
+    return chunks, tuple(footnotes)
+
+
+class _BodyReader:
+    """Walks top-level chunks, tracking where lede, sections and sign-off begin."""
+
+    def __init__(self, draft: Draft):
+        self.draft = draft
+        self.lede: list[Block] = []
+        self.toc_after: int | None = None
+        self.sections: list[dict[str, Any]] = []
+        self.signoff: list[Block] | None = None
+        self.images: list[Image] = []
+        self.anchors: set[str] = set()
+
+    def line_of(self, token: Token) -> int:
+        return self.draft.body_line + (token.map[0] if token.map else 0)
+
+    def take(self, chunk: list[Token]) -> None:
+        first = chunk[0]
+        marker = _marker(chunk)
+        if marker == TOC_MARKER:
+            if self.sections or self.signoff is not None:
+                self.fail("[TOC] must come before the first ## section", first)
+            self.toc_after = len(self.lede)
+        elif marker == SIGNOFF_MARKER:
+            if self.signoff is not None:
+                self.fail("[SIGNOFF] appears twice", first)
+            self.signoff = []
+        elif first.type == "heading_open" and first.tag == "h2" and self.signoff is None:
+            self.start_section(chunk)
+        else:
+            block = self.block(chunk)
+            target = self.signoff if self.signoff is not None else (
+                self.sections[-1]["blocks"] if self.sections else self.lede
+            )
+            target.append(block)
+
+    def start_section(self, chunk: list[Token]) -> None:
+        inline = chunk[1]
+        title = plain_text(inline.children or []).strip()
+        number = len(self.sections) + 1
+        anchor = _unique(f"{number}-{_slug(title)}", self.anchors)
+        self.sections.append(
+            dict(number=number, title=title, title_tokens=tuple(inline.children or []),
+                 anchor=anchor, line=self.line_of(chunk[0]), blocks=[])
+        )
+
+    def block(self, chunk: list[Token]) -> Block:
+        line = self.line_of(chunk[0])
+        for token in chunk:
+            if token.type == "inline":
+                self.check_images(token, self.line_of(token))
+        _mark_languages(chunk)
+        kind, source = _classify(chunk)
+        return Block(kind=kind, tokens=tuple(chunk), line=line, source=source)
+
+    def check_images(self, inline: Token, line: int) -> None:
+        for child in inline.children or []:
+            if child.type == "image":
+                image = _image(child, self.draft, line)
+                if image.width:
+                    child.attrSet("width", str(image.width))
+                self.images.append(image)
+
+    def fail(self, message: str, token: Token) -> None:
+        raise DraftError(message, path=self.draft.source, line=self.line_of(token))
+
+    def finish(self, footnotes: tuple[Token, ...], env: dict[str, Any]) -> Body:
+        for token in footnotes:
+            if token.type == "inline":
+                self.check_images(token, self.line_of(token))
+        sections = tuple(
+            Section(**{**section, "blocks": tuple(section["blocks"])}) for section in self.sections
+        )
+        return Body(
+            lede=tuple(self.lede),
+            toc_after=len(self.lede) if self.toc_after is None else self.toc_after,
+            sections=sections,
+            footnotes=footnotes,
+            signoff=tuple(self.signoff or ()),
+            images=tuple(self.images),
+            env=env,
+        )
+
+
+def _marker(chunk: list[Token]) -> str | None:
+    if len(chunk) == 3 and chunk[0].type == "paragraph_open":
+        text = chunk[1].content.strip()
+        if text.upper() in (TOC_MARKER, SIGNOFF_MARKER):
+            return text.upper()
+    return None
+
+
+def _classify(chunk: list[Token]) -> tuple[BlockKind, SourceItem | None]:
+    first = chunk[0]
+    if first.type == "heading_open":
+        source = _source_item(chunk[1])
+        return ("source", source) if source else ("heading", None)
+    if first.type == "blockquote_open":
+        return "quote", None
+    if first.type == "paragraph_open":
+        children = [c for c in chunk[1].children or [] if not (c.type == "text" and not c.content)]
+        if children and _COMMENT.match(plain_text(children)):
+            return "comment", None
+        if children and all(c.type in ("image", "softbreak", "hardbreak") for c in children):
+            return "image", None
+    return "prose", None
+
+
+def _source_item(inline: Token) -> SourceItem | None:
+    children = inline.children or []
+    if not children or children[0].type != "link_open":
+        return None
+    close = next(i for i, c in enumerate(children) if c.type == "link_close")
+    tail = plain_text(children[close + 1 :])
+    match = _SOURCE_TAIL.match(tail) if tail.strip() else None
+    if tail.strip() and not match:
+        return None
+    return SourceItem(
+        headline=tuple(children[1:close]),
+        url=str(children[0].attrGet("href") or ""),
+        outlet=match["outlet"].strip() if match else "",
+        date=(match["date"] or "").strip() if match else "",
+    )
+
+
+def _image(token: Token, draft: Draft, line: int) -> Image:
+    src = str(token.attrGet("src") or "")
+    alt = plain_text(token.children or [])
+    if re.match(r"^[a-z][a-z0-9+.-]*:", src, re.IGNORECASE) or src.startswith("//"):
+        return Image(src=src, alt=alt, line=line)
+    folder = draft.folder.resolve()
+    file = (folder / src).resolve()
+    if not file.is_relative_to(folder):
+        raise DraftError(f"image {src!r} is outside the draft folder", path=draft.source, line=line)
+    if not file.is_file():
+        raise DraftError(f"image file not found: {src}", path=draft.source, line=line)
+    try:
+        width, height = imagesize.get(file)
+    except (OSError, ValueError):
+        width, height = -1, -1
+    if width <= 0:
+        raise DraftError(f"not a readable image: {src}", path=draft.source, line=line)
+    shown = min(width, _MAX_IMAGE_WIDTH)
+    return Image(src=src, alt=alt, line=line, file=file, width=shown, height=round(height * shown / width))
+
+
+# Chinese, Japanese and Korean: paragraphs mostly in one of them get their lang,
+# and runs of them inside other text get a span, so each shows in a CJK font.
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_CJK_CHAR = (r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+             r"\uac00-\ud7af\uf900-\ufaff\uff00-\uffef")
+_CJK_RUN = re.compile(rf"[{_CJK_CHAR}][{_CJK_CHAR}\s\d.,;:!?%$()“”\"'-]*[{_CJK_CHAR}]|[{_CJK_CHAR}]")
+_CJK_ANY = re.compile(rf"[{_CJK_CHAR}]")
+
+
+def cjk_language(text: str) -> str | None:
+    """'zh', 'ja' or 'ko' for text in those scripts, else None."""
+    if not _CJK_ANY.search(text):
+        return None
+    if _KANA.search(text):
+        return "ja"
+    if _HANGUL.search(text):
+        return "ko"
+    return "zh"
+
+
+def _mostly_cjk(text: str) -> bool:
+    letters = [c for c in text if c.isalnum()]
+    cjk = sum(1 for c in letters if _CJK_ANY.match(c))
+    return bool(letters) and cjk / len(letters) >= 0.5
+
+
+def _mark_languages(chunk: list[Token]) -> None:
+    """Set lang on CJK paragraphs; wrap CJK runs inside other paragraphs in lang spans."""
+    for index, token in enumerate(chunk):
+        if token.type != "inline" or not _CJK_ANY.search(token.content):
+            continue
+        opener = chunk[index - 1] if index else None
+        lang = cjk_language(token.content)
+        if opener is not None and opener.nesting == 1 and _mostly_cjk(token.content):
+            opener.attrSet("lang", lang)
+            opener.attrJoin("class", "cjk")
+            continue
+        token.children = _wrap_cjk_runs(token.children or [])
+
+
+def _wrap_cjk_runs(children: list[Token]) -> list[Token]:
+    wrapped: list[Token] = []
+    for child in children:
+        if child.type != "text" or not _CJK_ANY.search(child.content):
+            wrapped.append(child)
+            continue
+        position = 0
+        for run in _CJK_RUN.finditer(child.content):
+            if run.start() > position:
+                wrapped.append(_text(child.content[position : run.start()]))
+            opener = Token("cjk_open", "span", 1)
+            opener.attrs = {"lang": cjk_language(run.group()), "class": "cjk"}
+            wrapped += [opener, _text(run.group()), Token("cjk_close", "span", -1)]
+            position = run.end()
+        if position < len(child.content):
+            wrapped.append(_text(child.content[position:]))
+    return wrapped
+
+
+def _text(content: str) -> Token:
+    token = Token("text", "", 0)
+    token.content = content
+    return token
+
+
+def plain_text(children: list[Token] | tuple[Token, ...]) -> str:
+    """The text of inline tokens, without markup."""
+    parts = []
+    for child in children:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+        elif child.type == "image":
+            parts.append(plain_text(child.children or []))
+    return "".join(parts)
+
+
+def _slug(title: str) -> str:
+    normal = unicodedata.normalize("NFKD", title)
+    slug = re.sub(r"[^\w]+", "-", normal.lower(), flags=re.UNICODE).strip("-")
+    return slug[:60] or "section"
+
+
+def _unique(anchor: str, taken: set[str]) -> str:
+    candidate, counter = anchor, 2
+    while candidate in taken:
+        candidate, counter = f"{anchor}-{counter}", counter + 1
+    taken.add(candidate)
+    return candidate
