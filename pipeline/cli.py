@@ -1,0 +1,111 @@
+"""The ``newsletter`` command: thin commands over the pipeline's stages.
+
+Every command parses its arguments, calls one library function and prints the
+result. A ``NewsletterError`` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.build import build_edition
+from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings, load_settings
+from pipeline.errors import NewsletterError
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="newsletter",
+        description="Turn an editor's draft directory into a checked, scheduled, logged email edition.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", metavar="PATH",
+                        help="settings file (default: $NEWSLETTER_CONFIG or ./newsletter.toml)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    build = commands.add_parser("build", help="render a draft into email.html, email.txt, web.html and manifest.json",
+                                description="Render a draft into email.html, email.txt, web.html and manifest.json.")
+    build.add_argument("draft", metavar="DRAFT", help="draft folder, or its name under the drafts folder")
+    build.add_argument("--out", metavar="DIR", type=Path, help="output folder (default: build/<draft-name>)")
+    build.set_defaults(run=_build)
+
+    preview = commands.add_parser("preview", help="build a draft and take desktop and mobile screenshots of the email",
+                                  description="Build a draft, then write desktop.png (640 px) and mobile.png (375 px) "
+                                              "full-page screenshots of email.html taken in headless Chromium.")
+    preview.add_argument("draft", metavar="DRAFT", help="draft folder, or its name under the drafts folder")
+    preview.add_argument("--out", metavar="DIR", type=Path, help="output folder (default: build/<draft-name>)")
+    preview.set_defaults(run=_preview)
+
+    config = commands.add_parser("config", help="inspect the settings", description="Inspect the settings.")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
+    show = config_commands.add_parser("show", help="print the effective settings, secrets masked",
+                                      description="Print the effective settings as TOML, secrets masked.")
+    show.set_defaults(run=_config_show)
+    return parser
+
+
+def draft_folder(name: str, settings: Settings) -> Path:
+    """A draft given as a path, or as a folder name under the drafts folder."""
+    path = Path(name)
+    if path.is_dir() or path.is_absolute() or len(path.parts) > 1:
+        return path
+    return settings.paths.drafts / name
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> int:
+    build = build_edition(draft_folder(args.draft, settings), settings, args.out)
+    _report_build(build, settings)
+    return 0
+
+
+def _report_build(build, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    limit = settings.checks.max_html_bytes
+    size = build.email_bytes
+    print(f"built {build.edition.name} into {build.folder}")
+    for name in ("email.html", "email.txt", "web.html", "manifest.json"):
+        print(f"  {build.folder / name}")
+    print(f"email.html: {size:,} bytes ({size / limit:.0%} of the {limit:,}-byte limit"
+          f"{'; Gmail clips above ' + format(GMAIL_CLIP_BYTES, ',') if limit == GMAIL_CLIP_BYTES else ''})")
+    if size > limit:
+        print(f"warning: email.html is over max_html_bytes ({limit:,}): Gmail will clip it", file=sys.stderr)
+
+
+def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.preview import screenshot_email
+
+    build = build_edition(draft_folder(args.draft, settings), settings, args.out)
+    _report_build(build, settings)
+    for shot in screenshot_email(build.folder / "email.html", build.folder):
+        overflow = "" if shot.scroll_width <= shot.width else f" (overflows: {shot.scroll_width} px wide)"
+        print(f"  {shot.path}  {shot.width} px wide, {shot.height} px tall{overflow}")
+    return 0
+
+
+def _config_show(args: argparse.Namespace, settings: Settings) -> int:
+    print(describe_settings(settings), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (0 ok, 1 failed checks, 2 bad input or usage)."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return args.run(args, settings)
+    except NewsletterError as exc:
+        print(f"newsletter: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("newsletter: interrupted", file=sys.stderr)
+        return 130
+
+
+def main_exit() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Screenshots of a built email in headless Chromium, so the editor can look before sending.
+
+Uses the system's Chromium (Debian's ``chromium`` package) through Playwright,
+with no network: the page is loaded from a file and every request that leaves
+the machine is blocked, so remote images show as missing rather than fetched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PreviewError
+
+CHROMIUM = Path(os.environ.get("NEWSLETTER_CHROMIUM", "/usr/bin/chromium"))
+# Flags for a locked-down, offline, root-friendly headless run.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WIDTHS = {"desktop": 640, "mobile": 375}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Screenshot:
+    """One full-page screenshot and what the page measured at that width."""
+
+    path: Path
+    width: int
+    scroll_width: int
+    height: int
+
+
+def launch_browser(playwright):  # type: ignore[no-untyped-def]
+    """Start the system Chromium headless; a clear error when it is not installed."""
+    if not CHROMIUM.exists():
+        raise PreviewError(f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package (make setup does)")
+    try:
+        return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    except Exception as exc:  # playwright raises its own Error with a multi-line log
+        raise PreviewError(f"Chromium failed to start: {str(exc).splitlines()[0]}") from None
+
+
+def local_only(route):  # type: ignore[no-untyped-def]
+    """Let local documents through; abort anything bound for the network."""
+    url = route.request.url
+    if url.startswith(("file:", "data:", "about:")):
+        route.continue_()
+    else:
+        route.abort()
+
+
+def screenshot_email(email_html: Path, out_dir: Path) -> list[Screenshot]:
+    """Write desktop.png (640 px) and mobile.png (375 px) full-page screenshots of ``email_html``."""
+    from playwright.sync_api import sync_playwright
+
+    shots = []
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            for label, width in WIDTHS.items():
+                page = browser.new_page(viewport={"width": width, "height": 800})
+                page.route("**/*", local_only)
+                page.goto(email_html.resolve().as_uri(), wait_until="load")
+                scroll_width, height = page.evaluate(
+                    "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+                )
+                path = out_dir / f"{label}.png"
+                page.screenshot(path=str(path), full_page=True)
+                shots.append(Screenshot(path=path, width=width, scroll_width=scroll_width, height=height))
+                page.close()
+        finally:
+            browser.close()
+    return shots
