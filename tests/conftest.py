@@ -1,0 +1,67 @@
+"""Fixtures that build real things: a project folder, drafts, settings files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = "2024-02-22-china-russia-report"
+SECRET_VARIABLES = ("NEWSLETTER_SECRET", "NEWSLETTER_CONFIG", "POSTMARK_SERVER_TOKEN", "SENDGRID_API_KEY",
+                    "MAILGUN_API_KEY", "RESEND_API_KEY", "SMTP_PASSWORD")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No provider key, secret or settings path leaks in from the developer's shell."""
+    for name in SECRET_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the sample project (settings, templates, drafts) in a temporary folder, as cwd."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+    shutil.copytree(ROOT / "templates", folder / "templates")
+    shutil.copytree(ROOT / "drafts", folder / "drafts")
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@pytest.fixture
+def settings(project: Path) -> Settings:
+    return load_settings(project / "newsletter.toml")
+
+
+def write_draft(project: Path, name: str, front: str, body: str) -> Path:
+    """Write drafts/<name>/draft.md with the given front matter and body; return the folder."""
+    folder = project / "drafts" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    text = f"---\n{textwrap.dedent(front).strip()}\n---\n{textwrap.dedent(body).lstrip()}"
+    (folder / "draft.md").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run the newsletter command in-process; return (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def chromium_available() -> bool:
+    return Path(os.environ.get("NEWSLETTER_CHROMIUM", "/usr/bin/chromium")).exists()

@@ -1,0 +1,134 @@
+"""The body conventions: sections, contents, source items, quotes, comments, languages, sign-off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.content import cjk_language, parse_body
+from pipeline.draft import read_draft
+from pipeline.errors import DraftError
+from pipeline.htmltext import visible_text
+from pipeline.render import render_edition
+
+from .conftest import write_draft
+
+FRONT = "subject: Conventions\ndate: 2024-03-01"
+
+
+def _body(project: Path, body: str):
+    return parse_body(read_draft(write_draft(project, "2024-03-01-c", FRONT, body)))
+
+
+def _edition(project: Path, settings: Settings, body: str):
+    return render_edition(read_draft(write_draft(project, "2024-03-01-c", FRONT, body)), settings)
+
+
+def test_sections_are_numbered_with_unique_anchors(project: Path) -> None:
+    body = _body(project, "Lede.\n\n## Trade\n\nA.\n\n## Trade\n\nB.\n\n## Energy & power\n\nC.\n")
+    assert [(s.number, s.title, s.anchor) for s in body.sections] == [
+        (1, "Trade", "1-trade"), (2, "Trade", "2-trade"), (3, "Energy & power", "3-energy-power")]
+    assert body.has_toc and body.toc_after == 1
+
+
+def test_toc_marker_places_the_table_of_contents(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "First.\n\n[TOC]\n\nSecond.\n\n## One\n\nx\n\n## Two\n\ny\n")
+    text = visible_text(edition.email_html)
+    assert text.index("First.") < text.index("Table of contents") < text.index("Second.") < text.rindex("1) One")
+    assert '<a href="#1-one"' in edition.email_html and 'id="1-one"' in edition.email_html
+
+
+def test_a_single_section_has_no_table_of_contents(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "Lede.\n\n## Only\n\nText.\n")
+    assert "Table of contents" not in visible_text(edition.email_html)
+
+
+def test_toc_marker_inside_a_section_is_an_error(project: Path) -> None:
+    with pytest.raises(DraftError, match=r"draft.md:9: \[TOC\] must come before"):
+        _body(project, "Lede.\n\n## One\n\n[TOC]\n")
+
+
+@pytest.mark.parametrize(
+    ("heading", "outlet", "date"),
+    [
+        ("### [Putin, Xi talk](https://tass.com/) – TASS [February 8th]", "TASS", "February 8th"),
+        ("### [Putin, Xi talk](https://tass.com/) —TASS [February 8th]", "TASS", "February 8th"),
+        ("### [Putin, Xi talk](https://tass.com/) - People’s Daily", "People’s Daily", ""),
+        ("### [Putin, Xi talk](https://tass.com/)", "", ""),
+    ],
+)
+def test_source_items(project: Path, heading: str, outlet: str, date: str) -> None:
+    body = _body(project, f"## S\n\n{heading}\n\n> Quote.\n")
+    block = body.sections[0].blocks[0]
+    assert block.kind == "source"
+    assert (block.source.url, block.source.outlet, block.source.date) == ("https://tass.com/", outlet, date)
+
+
+def test_plain_subheading_is_not_a_source(project: Path) -> None:
+    body = _body(project, "### Navalny reportedly murdered\n\nText.\n")
+    assert body.lede[0].kind == "heading"
+
+
+@pytest.mark.parametrize("paragraph", ["Comment: a.", "**Comment:** a.", "Comments: a.", "*Comments:* a.",
+                                       "**Comment**: a."])
+def test_comment_paragraphs(project: Path, paragraph: str) -> None:
+    assert _body(project, f"{paragraph}\n").lede[0].kind == "comment"
+
+
+def test_comment_is_a_callout_distinct_from_quotes(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "> Quoted.\n\n**Comment:** Mine.\n")
+    assert '<td class="comment-cell"' in edition.email_html
+    assert "<blockquote" in edition.email_html
+    assert "  | Comment: Mine." in edition.email_txt and "> Quoted." in edition.email_txt
+
+
+def test_commentary_word_inside_text_is_not_a_comment(project: Path) -> None:
+    assert _body(project, "No comment: really.\n").lede[0].kind == "prose"
+
+
+def test_languages() -> None:
+    assert cjk_language("习近平强调") == "zh"
+    assert cjk_language("日本語のテキスト") == "ja"
+    assert cjk_language("한국어 텍스트") == "ko"
+    assert cjk_language("English only") is None
+
+
+def test_mixed_paragraph_gets_lang_spans(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "> Xi said 双方要密切战略协作 on Thursday.\n")
+    assert '<span lang="zh" class="cjk"' in edition.email_html
+    assert "Xi said 双方要密切战略协作 on Thursday." in visible_text(edition.email_html)
+    assert "> Xi said 双方要密切战略协作 on Thursday." in edition.email_txt
+
+
+def test_japanese_paragraph(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "これは日本語の段落です。\n")
+    assert '<p lang="ja" class="cjk"' in edition.email_html
+
+
+def test_signoff_is_set_apart_after_the_last_section(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "## One\n\nx\n\n[SIGNOFF]\n\nUntil next time,\\\nJoe\n")
+    body = _body(project, "## One\n\nx\n\n[SIGNOFF]\n\nUntil next time,\\\nJoe\n")
+    assert len(body.sections[0].blocks) == 1 and len(body.signoff) == 1
+    assert 'data-part="signoff"' in edition.email_html
+    assert "Until next time,\nJoe" in edition.email_txt
+
+
+def test_ordinary_markdown(project: Path, settings: Settings) -> None:
+    body = ("Some *emphasis*, **strong** and a [link](https://www.ft.com/).[^1]\n\n"
+            "- one\n- two\n\n1. first\n2. second\n\n---\n\n[^1]: A footnote.\n")
+    edition = _edition(project, settings, body)
+    html = edition.email_html
+    assert "<em>emphasis</em>" in html and "<strong>strong</strong>" in html
+    assert "<ul" in html and "<ol" in html and "<hr" in html
+    assert "A footnote." in visible_text(html)
+    text = edition.email_txt
+    assert "a link [1]." in text and "[1] https://www.ft.com/" in text
+    assert "- one\n- two" in text.replace("\n\n- two", "\n- two") and "1. first" in text and "2. second" in text
+    assert "¹ A footnote." in text
+
+
+def test_raw_html_in_a_draft_is_shown_as_text(project: Path, settings: Settings) -> None:
+    edition = _edition(project, settings, "<script>alert(1)</script>\n")
+    assert "<script>" not in edition.email_html
