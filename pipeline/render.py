@@ -10,10 +10,12 @@ stay as placeholders (``placeholders.py``) filled at send time.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -121,6 +123,13 @@ def _templates(draft: Draft, settings: Settings) -> jinja2.Environment:
     if not folder.is_dir():
         raise RenderError(f"unknown template {draft.meta.template!r}: no folder {folder}",
                           path=draft.source, line=draft.key_lines.get("template"))
+    return _environment(folder)
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(folder: Path) -> jinja2.Environment:
+    """One Jinja environment per template folder: compiled templates are reused (and
+    recompiled when a file changes, as FileSystemLoader checks modification times)."""
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
