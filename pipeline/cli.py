@@ -7,6 +7,7 @@ result. A ``NewsletterError`` becomes one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("draft", metavar="DRAFT", help="draft folder, or its name under the drafts folder")
     preview.add_argument("--out", metavar="DIR", type=Path, help="output folder (default: build/<draft-name>)")
     preview.set_defaults(run=_preview)
+
+    check = commands.add_parser(
+        "check", help="pre-flight checks: links, disclaimers, content, images, size, client support",
+        description="Build the draft and check email.html, email.txt and web.html. Exit 0: no errors (warnings "
+                    "allowed); 1: at least one error; 2: the draft could not be built.")
+    check.add_argument("draft", metavar="DRAFT", help="draft folder, or its name under the drafts folder")
+    check.add_argument("--offline", action="store_true", help="skip requesting links (syntax is still checked)")
+    check.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    check.set_defaults(run=_check)
 
     config = commands.add_parser("config", help="inspect the settings", description="Inspect the settings.")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -85,6 +95,38 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
         overflow = "" if shot.scroll_width <= shot.width else f" (overflows: {shot.scroll_width} px wide)"
         print(f"  {shot.path}  {shot.width} px wide, {shot.height} px tall{overflow}")
     return 0
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.checks import check_edition
+    from pipeline.draft import read_draft
+    from pipeline.render import render_edition
+
+    edition = render_edition(read_draft(draft_folder(args.draft, settings)), settings)
+    report = check_edition(edition, settings, offline=args.offline)
+    if args.format == "json":
+        print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def format_report(report) -> str:  # type: ignore[no-untyped-def]
+    """Problems grouped by severity, errors first, each with its place; a summary line last."""
+    lines = []
+    for title, group in (("errors", report.errors), ("warnings", report.warnings)):
+        if group:
+            lines.append(f"{title} ({len(group)}):")
+            width = max(len(problem.location) for problem in group)
+            lines += [f"  {problem.location:<{width}}  [{problem.check}] {problem.message}" for problem in group]
+    counts: dict[str, int] = {}
+    for link in report.links:
+        counts[link.result] = counts.get(link.result, 0) + 1
+    tally = ", ".join(f"{count} {result}" for result, count in sorted(counts.items()))
+    verdict = "ok" if report.ok else "FAILED"
+    lines.append(f"{report.edition}: {verdict}: {len(report.errors)} error(s), {len(report.warnings)} warning(s); "
+                 f"{len(report.links)} link(s): {tally or 'none'}")
+    return "\n".join(lines)
 
 
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:

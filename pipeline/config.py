@@ -13,7 +13,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -94,6 +94,7 @@ class Paths(_Section):
     subscribers: Path = Path("subscribers")
     build: Path = Path("build")
     outbox: Path = Path("outbox")
+    cache: Path = Path(".newsletter-cache")
 
 
 class Checks(_Section):
@@ -101,6 +102,19 @@ class Checks(_Section):
 
     required_disclaimers: tuple[str, ...] = ()
     max_html_bytes: int = Field(default=GMAIL_CLIP_BYTES, gt=0)
+    # Link reachability.
+    allow_hosts: tuple[str, ...] = ()  # local or private hosts links may point to (staging, tests)
+    unreachable: Literal["error", "warning"] = "error"  # DNS or connection failure
+    link_timeout: float = Field(default=10.0, gt=0)  # seconds per request
+    link_concurrency: int = Field(default=16, ge=1)
+    link_per_host: int = Field(default=4, ge=1)
+    link_cache_hours: float = Field(default=24.0, ge=0)
+    retry_after_cap: float = Field(default=30.0, ge=0)  # longest Retry-After honoured, seconds
+    max_redirects: int = Field(default=10, ge=0)
+    # Images and client support.
+    max_image_kb: int = Field(default=200, gt=0)
+    clients: tuple[str, ...] = ("gmail", "apple-mail", "outlook", "yahoo")
+    compat_ignore: tuple[str, ...] = ()  # caniemail feature ids the template uses on purpose
 
 
 class Database(_Section):

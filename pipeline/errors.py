@@ -4,6 +4,7 @@
     ├── ConfigError        newsletter.toml is missing or invalid
     ├── DraftError         a draft directory cannot be read
     ├── RenderError        a template or the MJML/CSS stages failed
+    ├── ChecksFailed       pre-flight checks found errors (exit code 1)
     └── PreviewError       the headless browser could not take a screenshot
 
 Each error builds its one-line message from its context (file, line), so the
@@ -36,6 +37,12 @@ class DraftError(NewsletterError):
 
 class RenderError(NewsletterError):
     """A template failed to render, or MJML or the CSS inliner rejected the result."""
+
+
+class ChecksFailed(NewsletterError):
+    """The pre-flight checks found errors, so the edition may not be sent."""
+
+    exit_code = 1
 
 
 class PreviewError(NewsletterError):

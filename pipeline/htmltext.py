@@ -52,3 +52,17 @@ def visible_text(html: str) -> str:
     walk(document)
     lines = (" ".join(line.split()) for line in "".join(parts).split("\n"))
     return "\n".join(line for line in lines if line)
+
+
+def visible_links(html: str) -> list[tuple[str, str]]:
+    """(href, text) of every link a reader can see and click: not hidden, not empty."""
+    document = lxml_html.document_fromstring(html.encode("utf-8"))
+    links = []
+    for anchor in document.iter("a"):
+        href = anchor.get("href")
+        if href is None or any(_hidden(element) for element in (anchor, *anchor.iterancestors())):
+            continue
+        text = " ".join(anchor.text_content().split())
+        if text or anchor.find(".//img") is not None:
+            links.append((href, text))
+    return links

@@ -55,6 +55,7 @@ class Edition:
     email_html: str
     email_txt: str
     web_html: str
+    mjml: str  # the MJML source of the email, before compiling: what the compat check reads
     links: tuple[Link, ...]
     images: tuple[Image, ...]
 
@@ -102,9 +103,9 @@ def render_edition(draft: Draft, settings: Settings) -> Edition:
     body = parse_body(draft)
     templates = _templates(draft, settings)
     context = _context(draft, body, settings)
-    email_html = _compile(templates, context, web=False)
-    web_html = placeholders.fill(_compile(templates, context, web=True),
-                                 {placeholders.NAME: placeholders.NAME_FALLBACK}, escape=True)
+    mjml_source, email_html = _compile(templates, context, web=False)
+    _, web_page = _compile(templates, context, web=True)
+    web_html = placeholders.fill(web_page, {placeholders.NAME: placeholders.NAME_FALLBACK}, escape=True)
     email_txt = _render(templates, TEXT_TEMPLATE, context)
     return Edition(
         draft=draft,
@@ -113,6 +114,7 @@ def render_edition(draft: Draft, settings: Settings) -> Edition:
         email_html=email_html,
         email_txt=re.sub(r"\n{3,}", "\n\n", email_txt).strip() + "\n",
         web_html=web_html,
+        mjml=mjml_source,
         links=_links(email_html),
         images=body.images,
     )
@@ -160,13 +162,14 @@ def _template_frame(exc: BaseException, name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def _compile(templates: jinja2.Environment, context: dict[str, Any], *, web: bool) -> str:
+def _compile(templates: jinja2.Environment, context: dict[str, Any], *, web: bool) -> tuple[str, str]:
+    """The MJML source of one variant and its compiled, CSS-inlined HTML."""
     mjml_source = _render(templates, EMAIL_TEMPLATE, {**context, "web": web})
     try:
         compiled = mjml2html(mjml_source)
     except Exception as exc:  # mrml raises a plain ValueError-like error with its parser message
         raise RenderError(f"MJML compile failed: {exc}", path=EMAIL_TEMPLATE) from None
-    return inline_css(compiled)
+    return mjml_source, inline_css(compiled)
 
 
 class _Views:
