@@ -29,6 +29,8 @@ system:
 demo: setup
 	$(VENV)/bin/newsletter preview $(SAMPLE)
 	@echo
+	$(VENV)/bin/newsletter check $(SAMPLE) --offline
+	@echo
 	@echo "Open build/$(SAMPLE)/email.html in a browser, or look at desktop.png and mobile.png beside it."
 
 test: setup
@@ -36,6 +38,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_build.py
+	$(PY) benchmarks/bench_links.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline tests benchmarks
