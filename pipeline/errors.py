@@ -5,6 +5,10 @@
     ├── DraftError         a draft directory cannot be read
     ├── RenderError        a template or the MJML/CSS stages failed
     ├── ChecksFailed       pre-flight checks found errors (exit code 1)
+    ├── StoreError         the database cannot be opened or used
+    ├── SubscriberError    a subscriber file or address cannot be used
+    ├── SendError          a send cannot start, resume or change state
+    ├── ProviderError      the mail provider refused or failed
     └── PreviewError       the headless browser could not take a screenshot
 
 Each error builds its one-line message from its context (file, line), so the
@@ -43,6 +47,22 @@ class ChecksFailed(NewsletterError):
     """The pre-flight checks found errors, so the edition may not be sent."""
 
     exit_code = 1
+
+
+class StoreError(NewsletterError):
+    """The database cannot be opened, migrated or used."""
+
+
+class SubscriberError(NewsletterError):
+    """A subscriber file or address cannot be used."""
+
+
+class SendError(NewsletterError):
+    """A send cannot be started, resumed, paused or cancelled as asked."""
+
+
+class ProviderError(NewsletterError):
+    """The mail provider refused a request or could not be reached."""
 
 
 class PreviewError(NewsletterError):

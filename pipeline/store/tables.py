@@ -1,0 +1,141 @@
+"""Every table of the pipeline, in one place (SQLAlchemy Core; SQLite and PostgreSQL).
+
+Timestamps are timezone-aware and stored as UTC. Statuses are small sets with
+explicit transitions (``send.py``): a delivery row only ever moves forward.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+SUBSCRIBER_STATUSES = ("active", "unsubscribed", "bounced", "complained")
+SEND_STATUSES = ("draft", "scheduled", "sending", "paused", "sent", "cancelled", "failed", "held", "missed")
+DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "uncertain", "suppressed", "skipped", "cancelled")
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime, stored as UTC on every database (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect) -> dt.datetime | None:  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use an aware UTC datetime")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+metadata = MetaData()
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, unique=True),  # lower-cased: one row per address
+    Column("name", String(200), nullable=False, default=""),
+    Column("tags", String(1000), nullable=False, default=";"),  # ";policy;energy;" so LIKE '%;policy;%' works
+    Column("status", String(20), nullable=False, default="active"),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+editions = Table(
+    "editions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("built_path", Text, nullable=False),
+    # The exact parts sent, so a send resumed after the draft changed still sends what it started with.
+    Column("email_html", Text, nullable=False),
+    Column("email_txt", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("name", "content_hash", name="uq_editions_name_hash"),
+)
+
+sends = Table(
+    "sends",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("audience", String(200), nullable=True),
+    Column("provider", String(50), nullable=False),
+    Column("scheduled_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("status_reason", Text, nullable=False, default=""),
+    Column("override_reason", Text, nullable=True),  # why an edition with failed checks was sent anyway
+    Column("runner", String(200), nullable=True),  # host:pid of the process sending it, while it lives
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("send_id", Integer, ForeignKey("sends.id"), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("batch_id", String(40), nullable=True),
+    Column("provider_message_id", String(200), nullable=True),
+    Column("error_class", String(40), nullable=True),
+    Column("error_text", Text, nullable=True),
+    Column("queued_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
+    Index("ix_deliveries_send_status", "send_id", "status"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", BigInteger().with_variant(Integer, "sqlite"), ForeignKey("deliveries.id"), nullable=True),
+    Column("provider", String(50), nullable=False),
+    Column("kind", String(50), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("payload", JSON, nullable=False, default=dict),
+    Column("occurred_at", UTCDateTime, nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email_key", String(320), primary_key=True),
+    Column("reason", String(40), nullable=False),  # unsubscribed | bounced | complained | manual | provider
+    Column("source", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+)
