@@ -19,11 +19,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 
 CONFIG_ENV = "NEWSLETTER_CONFIG"
+SECRET_ENV = "NEWSLETTER_SECRET"
+SECRET_FILE_ENV = "NEWSLETTER_SECRET_FILE"
 DEFAULT_CONFIG = "newsletter.toml"
 # Gmail clips a message whose HTML is larger than about 102 KB.
 GMAIL_CLIP_BYTES = 102_000
@@ -122,9 +124,10 @@ class Database(_Section):
 
 
 class Provider(_Section):
-    """The mail provider; later issues add the HTTP providers' settings."""
+    """The mail provider and how much it is handed at once."""
 
     name: str = "outbox"
+    batch_size: int = Field(default=100, ge=1, le=1000)
 
 
 class Settings(_Section):
@@ -136,6 +139,9 @@ class Settings(_Section):
     database: Database = Database()
     provider: Provider = Provider()
     source: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
+    # The signing secret of unsubscribe links: from NEWSLETTER_SECRET or the file named by
+    # NEWSLETTER_SECRET_FILE, never from the settings file, and never printed.
+    secret: SecretStr | None = Field(default=None, exclude=True)
 
     @property
     def root(self) -> Path:
@@ -164,8 +170,11 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=path) from None
+    if "secret" in raw:
+        raise ConfigError("the signing secret must not be in the settings file: set NEWSLETTER_SECRET "
+                          "or NEWSLETTER_SECRET_FILE", path=path, line=_line_of(text, ("secret",)))
     try:
-        settings = Settings.model_validate({**raw, "source": path.resolve()})
+        settings = Settings.model_validate({**raw, "source": path.resolve(), "secret": _secret()})
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
@@ -173,6 +182,23 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
     root = settings.root
     paths = {name: root / value for name, value in settings.paths.model_dump().items()}
     return settings.model_copy(update={"paths": Paths(**paths)})
+
+
+def _secret() -> str | None:
+    """The signing secret from the environment, or from the file it names."""
+    if os.environ.get(SECRET_ENV):
+        return os.environ[SECRET_ENV]
+    secret_file = os.environ.get(SECRET_FILE_ENV)
+    if not secret_file:
+        return None
+    try:
+        secret = Path(secret_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file named by {SECRET_FILE_ENV}: {exc.strerror}",
+                          path=secret_file) from None
+    if not secret:
+        raise ConfigError(f"the secret file named by {SECRET_FILE_ENV} is empty", path=secret_file)
+    return secret
 
 
 def _describe(error: dict[str, Any], key: str) -> str:
@@ -226,4 +252,6 @@ def describe_settings(settings: Settings) -> str:
             elif isinstance(value, str):
                 secret = any(word in key for word in SECRET_WORDS) and not key.endswith("_env")
                 values[key] = "***" if secret else masked(value)
-    return f"# effective settings from {settings.source}\n" + tomli_w.dumps(data)
+    secret = "set" if settings.secret is not None else "not set"
+    return (f"# effective settings from {settings.source}\n"
+            f"# signing secret ({SECRET_ENV} or {SECRET_FILE_ENV}): {secret}\n" + tomli_w.dumps(data))

@@ -1,0 +1,55 @@
+"""The outbox provider: every message written as an .eml file, so a send needs no account.
+
+    outbox/<send-id>/<delivery-id>.eml
+
+Each file is written to a temporary name and renamed into place, so a file
+that exists is complete. A delivery whose file exists is not written again:
+the outbox honours an idempotency key (the delivery id), which makes a send
+resumed after a crash exactly-once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+from pipeline.mime import MessageTemplate
+from pipeline.providers import Batch, Outcome, Recipient
+
+
+class OutboxProvider:
+    """Writes RFC 5322 .eml files under a folder per send."""
+
+    name: ClassVar[str] = "outbox"
+    idempotent: ClassVar[bool] = True
+    max_batch: ClassVar[int] = 1000
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    async def send(self, batch: Batch) -> list[Outcome]:
+        folder = self.folder / batch.mail.label
+        folder.mkdir(parents=True, exist_ok=True)
+        template = MessageTemplate(batch.mail)
+        return [self._write(folder, template, person) for person in batch.recipients]
+
+    def _write(self, folder: Path, template: MessageTemplate, person: Recipient) -> Outcome:
+        path = folder / f"{person.delivery_id}.eml"
+        message_id = person.headers.get("Message-ID")
+        if path.exists():  # written before a crash: the same delivery is not written twice
+            return Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=message_id)
+        try:
+            data = template.render(person)
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        except OSError as exc:
+            return Outcome(delivery_id=person.delivery_id, status="failed", error_class="transient",
+                           error_text=f"cannot write {path}: {exc.strerror}")
+        return Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=message_id)
+
+    async def aclose(self) -> None:
+        return None
