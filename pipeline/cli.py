@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from pipeline import __version__
 from pipeline.build import build_edition
 from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings, load_settings
 from pipeline.errors import NewsletterError
+from pipeline.sending_cli import add_sending_commands
+from pipeline.subscribers_cli import add_subscriber_commands
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -51,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--offline", action="store_true", help="skip requesting links (syntax is still checked)")
     check.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     check.set_defaults(run=_check)
+
+    add_sending_commands(commands)
+    add_subscriber_commands(commands)
 
     config = commands.add_parser("config", help="inspect the settings", description="Inspect the settings.")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -146,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("newsletter: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (| head): not an error worth a traceback
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 def main_exit() -> None:

@@ -22,7 +22,10 @@ def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
 
 def test_every_command_has_help_text() -> None:
     commands = list(_commands(_parser()))
-    assert {("build",), ("preview",), ("config",), ("config", "show")} <= {name for name, _ in commands}
+    expected = {("build",), ("preview",), ("check",), ("config",), ("config", "show"), ("send",), ("logs",),
+                ("subscribers",), ("subscribers", "import"), ("subscribers", "list"), ("subscribers", "export"),
+                ("subscribers", "unsubscribe")}
+    assert expected <= {name for name, _ in commands}
     for name, parser in commands:
         assert parser.description, f"newsletter {' '.join(name)} has no description"
         for action in parser._actions:

@@ -1,0 +1,137 @@
+"""The ``send`` and ``logs`` commands: thin wrappers over send.py and logs.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.errors import SendError
+from pipeline.store import Store
+
+
+def add_sending_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    send = commands.add_parser(
+        "send", help="send an edition now, to test addresses, or resume, pause, cancel or retry a send",
+        description="Send a draft to its audience now (after the check gate), or to test addresses; or act on "
+                    "an existing send. Every recipient is sent at most once; see the README.")
+    send.add_argument("draft", metavar="DRAFT", nargs="?", help="draft folder, or its name under the drafts folder")
+    action = send.add_mutually_exclusive_group(required=True)
+    action.add_argument("--now", action="store_true", help="send DRAFT to its audience now")
+    action.add_argument("--test", metavar="ADDR[,ADDR]", help="send DRAFT to these addresses only, subject "
+                                                              "prefixed [TEST]; not recorded as the edition's send")
+    action.add_argument("--resume", metavar="SEND_ID", type=int, help="continue a send with its queued rows")
+    action.add_argument("--pause", metavar="SEND_ID", type=int, help="stop a send after the batch in flight")
+    action.add_argument("--cancel", metavar="SEND_ID", type=int, help="cancel every row not yet sent")
+    action.add_argument("--retry-failed", metavar="SEND_ID", type=int,
+                        help="queue the transient failures of a send again and send them")
+    send.add_argument("--resend-uncertain", action="store_true",
+                      help="with --resume: also send the rows whose fate is unknown (they may get it twice)")
+    send.add_argument("--offline", action="store_true", help="check gate without requesting links")
+    send.add_argument("--force", action="store_true", help="send although the checks found errors")
+    send.add_argument("--reason", help="why the checks are overridden (recorded with the send)")
+    send.add_argument("--no-progress", action="store_true", help="no progress bar")
+    send.set_defaults(run=run_send_command)
+
+    logs = commands.add_parser(
+        "logs", help="the delivery log: a line per send, or a line per recipient of one send",
+        description="Without SEND_ID: a line per send (edition, started, finished, counts by status). "
+                    "With SEND_ID: a line per recipient (email, status, attempts, provider id, error, times).")
+    logs.add_argument("send_id", metavar="SEND_ID", nargs="?", type=int, help="the send to list recipients of")
+    logs.add_argument("--status", help="only recipients with this status (sent, failed, uncertain ...)")
+    logs.add_argument("--search", metavar="TEXT", help="only recipients whose address, error or id contains TEXT")
+    logs.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    logs.set_defaults(run=run_logs_command)
+
+
+def run_send_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import send
+
+    if args.now or args.test:
+        if not args.draft:
+            raise SendError("DRAFT is required with --now and --test")
+        return _send_draft(args, settings)
+    if args.resend_uncertain and args.resume is None:
+        raise SendError("--resend-uncertain goes with --resume SEND_ID")
+    store = Store.from_settings(settings)
+    if args.pause is not None:
+        send.pause_send(store, args.pause)
+        print(f"send {args.pause} will stop after the batch in flight; resume with --resume {args.pause}")
+        return 0
+    if args.cancel is not None:
+        send.cancel_send(store, args.cancel)
+        print(f"send {args.cancel} cancelled: nothing more will be sent")
+        return _print_summary(send.summary(store, args.cancel))
+    send_id = args.resume if args.resume is not None else args.retry_failed
+    if args.retry_failed is not None:
+        print(f"{send.requeue(store, send_id, statuses=('failed',), error_class='transient')} "
+              "transient failure(s) queued again")
+    if args.resend_uncertain:
+        print(f"{send.requeue(store, send_id, statuses=('uncertain',))} uncertain row(s) queued again")
+    return _run(store, settings, send_id, progress=not args.no_progress)
+
+
+def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import send
+    from pipeline.build import build_edition
+    from pipeline.checks import check_edition, require_passing
+    from pipeline.cli import draft_folder
+
+    build = build_edition(draft_folder(args.draft, settings), settings)
+    report = check_edition(build.edition, settings, offline=args.offline)
+    override = require_passing(report, force=args.force, reason=args.reason)
+    if args.test:
+        addresses = [address.strip() for address in args.test.split(",") if address.strip()]
+        outcomes = asyncio.run(send.send_test(settings, build.edition, addresses))
+        for address, outcome in zip(addresses, outcomes, strict=False):
+            print(f"  {address}: {outcome.status}{' (' + outcome.error_text + ')' if outcome.error_text else ''}")
+        return 0 if all(outcome.status == "sent" for outcome in outcomes) else 1
+    store = Store.from_settings(settings)
+    send_id = send.create_send(store, settings, build.edition, built_path=str(build.folder),
+                               override_reason=override.reason if override else None)
+    print(f"send {send_id}: {build.edition.name} to {send.queued_count(store, send_id)} recipient(s)"
+          + (f" (checks overridden: {override.reason})" if override else ""))
+    return _run(store, settings, send_id, progress=not args.no_progress)
+
+
+def _run(store: Store, settings: Settings, send_id: int, *, progress: bool) -> int:
+    from tqdm import tqdm
+
+    from pipeline import send
+
+    total = send.queued_count(store, send_id)
+    with tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or None,
+              desc=f"send {send_id}", dynamic_ncols=True) as bar:
+        summary = asyncio.run(send.run_send(store, settings, send_id, on_progress=bar.update))
+    return _print_summary(summary, settings)
+
+
+def _print_summary(summary, settings: Settings | None = None) -> int:  # type: ignore[no-untyped-def]
+    from pipeline.logs import format_counts
+
+    print(f"send {summary.send_id}: {summary.status}: {format_counts(summary.counts)}")
+    if summary.reason:
+        print(f"  {summary.reason}")
+    if summary.uncertain:
+        print(f"  {len(summary.uncertain)} uncertain (in flight when a sender stopped; the provider may have "
+              f"accepted them): decide with --resume {summary.send_id} --resend-uncertain")
+        for email in summary.uncertain[:20]:
+            print(f"    {email}")
+    if settings is not None and settings.provider.name == "outbox":
+        print(f"  messages: {Path(settings.paths.outbox) / str(summary.send_id)}")
+    failed = summary.counts.get("failed", 0) + summary.counts.get("uncertain", 0)
+    return 0 if summary.status in ("sent", "paused", "cancelled") and not failed else 1
+
+
+def run_logs_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import logs
+
+    store = Store.from_settings(settings)
+    if args.send_id is None:
+        print(logs.send_table(logs.send_lines(store)))
+        return 0
+    lines = logs.delivery_lines(store, args.send_id, status=args.status, search=args.search)
+    logs.write_deliveries(lines, args.format, sys.stdout)
+    return 0
