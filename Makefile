@@ -26,12 +26,27 @@ system:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
 
-demo: setup
+# The demo signs unsubscribe links with a throwaway secret kept outside the repository.
+DEMO_SECRET := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/newsletter/demo-secret
+
+demo: setup $(DEMO_SECRET)
 	$(VENV)/bin/newsletter preview $(SAMPLE)
 	@echo
 	$(VENV)/bin/newsletter check $(SAMPLE) --offline
 	@echo
-	@echo "Open build/$(SAMPLE)/email.html in a browser, or look at desktop.png and mobile.png beside it."
+	$(VENV)/bin/newsletter subscribers import subscribers/subscribers.csv
+	@echo
+	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(VENV)/bin/newsletter send $(SAMPLE) --now --offline
+	@echo
+	$(VENV)/bin/newsletter logs
+	@echo
+	@echo "The email: build/$(SAMPLE)/email.html (desktop.png and mobile.png beside it)."
+	@echo "What each subscriber received: the .eml files under outbox/ (newsletter logs SEND_ID lists them)."
+
+$(DEMO_SECRET):
+	mkdir -p $(dir $@)
+	$(PYTHON) -c "import secrets; print(secrets.token_urlsafe(32))" > $@
+	chmod 600 $@
 
 test: setup
 	$(PY) -m pytest
