@@ -124,10 +124,31 @@ class Database(_Section):
 
 
 class Provider(_Section):
-    """The mail provider and how much it is handed at once."""
+    """The mail provider, how much it is handed at once, and how fast.
 
-    name: str = "outbox"
-    batch_size: int = Field(default=100, ge=1, le=1000)
+    Keys hold the *name* of an environment variable (``api_key_env``,
+    ``password_env``), never the secret itself.
+    """
+
+    name: Literal["outbox", "postmark", "sendgrid", "mailgun", "resend", "smtp"] = "outbox"
+    base_url: str | None = None  # default: the provider's real API host
+    api_key_env: str | None = None  # e.g. "POSTMARK_SERVER_TOKEN"
+    batch_size: int = Field(default=100, ge=1, le=1000)  # capped by each provider's own limit
+    concurrency: int = Field(default=4, ge=1, le=64)  # batches in flight
+    rate_per_second: float = Field(default=0, ge=0)  # messages per second; 0: no limit
+    timeout: float = Field(default=30.0, gt=0)  # seconds to wait for an answer
+    max_retries: int = Field(default=5, ge=0)
+    pause_after_failures: int = Field(default=5, ge=1)  # consecutive failed batches before the send pauses
+    message_stream: str = "broadcast"  # Postmark
+    domain: str | None = None  # Mailgun sending domain
+    region: Literal["us", "eu"] = "us"  # Mailgun
+    host: str | None = None  # SMTP relay
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"  # SMTP
+    username: str | None = None  # SMTP
+    password_env: str | None = None  # SMTP: the variable holding the password
+
+    _base = field_validator("base_url")(lambda value: None if value is None else _check_url(value))
 
 
 class Settings(_Section):
@@ -142,6 +163,8 @@ class Settings(_Section):
     # The signing secret of unsubscribe links: from NEWSLETTER_SECRET or the file named by
     # NEWSLETTER_SECRET_FILE, never from the settings file, and never printed.
     secret: SecretStr | None = Field(default=None, exclude=True)
+    # The provider's API key or SMTP password, read from the variable the settings name.
+    provider_secret: SecretStr | None = Field(default=None, exclude=True)
 
     @property
     def root(self) -> Path:
@@ -174,7 +197,8 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError("the signing secret must not be in the settings file: set NEWSLETTER_SECRET "
                           "or NEWSLETTER_SECRET_FILE", path=path, line=_line_of(text, ("secret",)))
     try:
-        settings = Settings.model_validate({**raw, "source": path.resolve(), "secret": _secret()})
+        settings = Settings.model_validate({**raw, "source": path.resolve(), "secret": _secret(),
+                                            "provider_secret": _provider_secret(raw)})
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
@@ -199,6 +223,14 @@ def _secret() -> str | None:
     if not secret:
         raise ConfigError(f"the secret file named by {SECRET_FILE_ENV} is empty", path=secret_file)
     return secret
+
+
+def _provider_secret(raw: dict[str, Any]) -> str | None:
+    provider = raw.get("provider")
+    if not isinstance(provider, dict):
+        return None
+    variable = provider.get("api_key_env") or provider.get("password_env")
+    return os.environ.get(variable) or None if isinstance(variable, str) else None
 
 
 def _describe(error: dict[str, Any], key: str) -> str:
@@ -253,5 +285,7 @@ def describe_settings(settings: Settings) -> str:
                 secret = any(word in key for word in SECRET_WORDS) and not key.endswith("_env")
                 values[key] = "***" if secret else masked(value)
     secret = "set" if settings.secret is not None else "not set"
+    key_env = settings.provider.api_key_env or settings.provider.password_env
+    key = f"# provider key (${key_env}): {'set' if settings.provider_secret else 'not set'}\n" if key_env else ""
     return (f"# effective settings from {settings.source}\n"
-            f"# signing secret ({SECRET_ENV} or {SECRET_FILE_ENV}): {secret}\n" + tomli_w.dumps(data))
+            f"# signing secret ({SECRET_ENV} or {SECRET_FILE_ENV}): {secret}\n{key}" + tomli_w.dumps(data))

@@ -9,6 +9,10 @@
     ├── SubscriberError    a subscriber file or address cannot be used
     ├── SendError          a send cannot start, resume or change state
     ├── ProviderError      the mail provider refused or failed
+    │   ├── ProviderRejected     it refused the request as invalid (400, 413, 422): not retried
+    │   ├── ProviderAuthError    it refused the key (401, 403): the whole send stops
+    │   ├── ProviderUnavailable  it could not be reached or was overloaded, before accepting anything
+    │   └── ProviderAmbiguous    no answer after the request was sent: it may have accepted the batch
     └── PreviewError       the headless browser could not take a screenshot
 
 Each error builds its one-line message from its context (file, line), so the
@@ -63,6 +67,26 @@ class SendError(NewsletterError):
 
 class ProviderError(NewsletterError):
     """The mail provider refused a request or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = ""):
+        self.status, self.body = status, body
+        super().__init__(message)
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request as invalid; sending it again would fail again."""
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials: nothing can be sent until they are fixed."""
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached, or was overloaded, and accepted nothing."""
+
+
+class ProviderAmbiguous(ProviderError):
+    """The request went out but no answer came: the provider may or may not have accepted it."""
 
 
 class PreviewError(NewsletterError):

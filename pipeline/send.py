@@ -33,8 +33,16 @@ from sqlalchemy.orm import aliased
 
 from pipeline import messages
 from pipeline.config import Settings
-from pipeline.errors import SendError
+from pipeline.errors import (
+    ProviderAmbiguous,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    SendError,
+)
 from pipeline.providers import Batch, Mail, Outcome, Provider, Recipient, make_provider
+from pipeline.ratelimit import TokenBucket
 from pipeline.render import Edition
 from pipeline.store import Store, utcnow
 from pipeline.store.tables import UTCDateTime, deliveries, editions, sends, subscribers, suppressions
@@ -113,14 +121,14 @@ def _queue(connection: Connection, send_id: int, edition: Edition, now: dt.datet
     connection.execute(update(deliveries).where(deliveries.c.status == "suppressed", deliveries.c.send_id == send_id)
                        .values(error_class="suppressed", error_text="on the suppression list"))
     # Whoever already received this edition in an earlier send of it is skipped, and told so.
+    # An uncorrelated IN: evaluated once, where a correlated EXISTS scanned every delivery ever made per row.
     earlier = aliased(deliveries)
-    received = (select(earlier.c.id).join(sends, sends.c.id == earlier.c.send_id)
+    received = (select(earlier.c.subscriber_id).join(sends, sends.c.id == earlier.c.send_id)
                 .join(editions, editions.c.id == sends.c.edition_id)
-                .where(earlier.c.subscriber_id == deliveries.c.subscriber_id, earlier.c.send_id != send_id,
-                       editions.c.name == edition.name,
+                .where(earlier.c.send_id != send_id, editions.c.name == edition.name,
                        earlier.c.status.in_(("sent", "sending", "uncertain", "queued"))))
     connection.execute(update(deliveries).where(deliveries.c.send_id == send_id, deliveries.c.status == "queued",
-                                                exists(received))
+                                                deliveries.c.subscriber_id.in_(received))
                        .values(status="skipped", error_class="duplicate",
                                error_text="already received this edition in an earlier send"))
 
@@ -131,28 +139,81 @@ def _queue(connection: Connection, send_id: int, edition: Edition, now: dt.datet
 async def run_send(store: Store, settings: Settings, send_id: int, *, provider: Provider | None = None,
                    on_progress: ProgressHook | None = None, should_stop: Callable[[], bool] = lambda: False,
                    ) -> SendSummary:
-    """Send every queued row of ``send_id``, batch by batch, until none is left, or it is paused or cancelled."""
+    """Send every queued row of ``send_id`` until none is left, or it is paused, cancelled or stopped.
+
+    Up to ``[provider] concurrency`` batches are in flight at once, paced by the
+    token bucket of ``rate_per_second``. ``should_stop`` is asked before each
+    batch is claimed: a stopping sender takes no new work and finishes what is
+    in flight.
+    """
     own_provider = provider is None
     provider = provider or make_provider(settings)
     me = runner_name()
     try:
         _take_over(store, send_id, me, idempotent=provider.idempotent)
         mail, edition_name = _mail(store, settings, send_id)
-        view_url = f"{settings.publication.base_url}/archive/{edition_name}/"
-        batch_size = min(settings.provider.batch_size, provider.max_batch)
-        while not should_stop():
-            batch = _claim(store, settings, send_id, me, mail, view_url, batch_size)
-            if batch is None:
-                break
-            outcomes = await _hand_over(provider, batch)
-            _record(store, batch, outcomes)
-            if on_progress is not None:
-                on_progress(len(batch.recipients))
+        pump = _Pump(store, settings, send_id, me, provider, mail, on_progress)
+        await pump.run(f"{settings.publication.base_url}/archive/{edition_name}/", should_stop)
         _finish(store, send_id, me)
     finally:
         if own_provider:
             await provider.aclose()
     return summary(store, send_id)
+
+
+class _Pump:
+    """Claims batches and keeps up to ``concurrency`` of them in flight with the provider."""
+
+    def __init__(self, store: Store, settings: Settings, send_id: int, me: str, provider: Provider, mail: Mail,
+                 on_progress: ProgressHook | None):
+        self.store, self.settings, self.send_id, self.me = store, settings, send_id, me
+        self.provider, self.mail, self.on_progress = provider, mail, on_progress
+        self.bucket = TokenBucket(store, provider.name, settings.provider.rate_per_second)
+        self.batch_size = min(settings.provider.batch_size, provider.max_batch)
+        self.failures_in_a_row = 0
+        self.stopped = False
+
+    async def run(self, view_url: str, should_stop: Callable[[], bool]) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopped and not should_stop():
+                if len(in_flight) >= self.settings.provider.concurrency:
+                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a batch that could not be recorded stops the send here
+                    continue
+                batch = _claim(self.store, self.settings, self.send_id, self.me, self.mail, view_url,
+                               self.batch_size)
+                if batch is None:
+                    break
+                await self.bucket.take(len(batch.recipients))
+                in_flight.add(asyncio.create_task(self._deliver(batch)))
+        finally:
+            if in_flight:  # finish what is in flight, whatever stopped the loop
+                await asyncio.wait(in_flight)
+        for task in in_flight:
+            task.result()
+
+    async def _deliver(self, batch: Batch) -> None:
+        outcomes, error = await _hand_over(self.provider, batch)
+        _record(self.store, batch, outcomes)
+        if self.on_progress is not None:
+            self.on_progress(len(batch.recipients))
+        if isinstance(error, ProviderAuthError):
+            self._stop("failed", f"the provider refused the credentials: {error}")
+        elif error is not None or (outcomes and all(o.status != "sent" for o in outcomes)):
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= self.settings.provider.pause_after_failures:
+                self._stop("paused", f"paused after {self.failures_in_a_row} failed batches in a row; last: "
+                                     f"{error or outcomes[-1].error_text}")
+        else:
+            self.failures_in_a_row = 0
+
+    def _stop(self, status: str, reason: str) -> None:
+        self.stopped = True
+        with self.store.begin() as connection:
+            connection.execute(update(sends).where(sends.c.id == self.send_id, sends.c.status == "sending")
+                               .values(status=status, status_reason=reason))
 
 
 def _take_over(store: Store, send_id: int, me: str, *, idempotent: bool) -> None:
@@ -231,7 +292,7 @@ def _claim(store: Store, settings: Settings, send_id: int, me: str, mail: Mail, 
         rows = connection.execute(
             select(deliveries.c.id, deliveries.c.email, deliveries.c.subscriber_id, subscribers.c.name)
             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-            .where(deliveries.c.batch_id == batch_id).order_by(deliveries.c.id)
+            .where(deliveries.c.id.in_(ids), deliveries.c.batch_id == batch_id).order_by(deliveries.c.id)
         ).all()
     recipients = tuple(
         messages.recipient(settings, label=mail.label, delivery_id=row.id, email=row.email, name=row.name,
@@ -243,22 +304,41 @@ def _claim(store: Store, settings: Settings, send_id: int, me: str, mail: Mail, 
     return Batch(id=batch_id, mail=mail, recipients=recipients)
 
 
-async def _hand_over(provider: Provider, batch: Batch) -> list[Outcome]:
-    """The provider's outcomes; a crash of the provider itself leaves every row uncertain, never lost."""
+async def _hand_over(provider: Provider, batch: Batch) -> tuple[list[Outcome], ProviderError | None]:
+    """The provider's outcomes, and the error that failed the whole batch if one did.
+
+    What each batch-wide error means for its rows (the exactly-once rules):
+    refused credentials or unavailable: nothing was accepted, so the rows go
+    back to the queue or fail transiently; rejected as invalid: permanent
+    failure; no answer after sending (ambiguous): ``uncertain``.
+    """
     try:
         outcomes = await provider.send(batch)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any provider failure is recorded against its rows
-        status = "failed" if provider.idempotent else "uncertain"
-        return [Outcome(delivery_id=person.delivery_id, status=status,
-                        error_class="transient" if provider.idempotent else "uncertain",
-                        error_text=f"{type(exc).__name__}: {exc}") for person in batch.recipients]
+    except ProviderAuthError as exc:
+        return _all(batch, "queued", None, str(exc)), exc
+    except ProviderUnavailable as exc:
+        return _all(batch, "failed", "transient", str(exc)), exc
+    except ProviderRejected as exc:
+        return _all(batch, "failed", "permanent", str(exc)), exc
+    except ProviderAmbiguous as exc:
+        return _all(batch, "uncertain", "uncertain", str(exc)), exc
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure is recorded against its rows, never lost
+        error = ProviderError(f"{type(exc).__name__}: {exc}")
+        if provider.idempotent:
+            return _all(batch, "failed", "transient", str(error)), error
+        return _all(batch, "uncertain", "uncertain", str(error)), error
     answered = {outcome.delivery_id for outcome in outcomes}
     missing = [Outcome(delivery_id=person.delivery_id, status="uncertain", error_class="uncertain",
                        error_text="the provider gave no result for this recipient")
                for person in batch.recipients if person.delivery_id not in answered]
-    return list(outcomes) + missing
+    return list(outcomes) + missing, None
+
+
+def _all(batch: Batch, status: str, error_class: str | None, text: str) -> list[Outcome]:
+    return [Outcome(delivery_id=person.delivery_id, status=status,  # type: ignore[arg-type]
+                    error_class=error_class, error_text=text) for person in batch.recipients]
 
 
 def _record(store: Store, batch: Batch, outcomes: list[Outcome]) -> None:

@@ -54,7 +54,7 @@ class Outcome:
     """What the provider did with one recipient."""
 
     delivery_id: int
-    status: Literal["sent", "failed", "uncertain"]
+    status: Literal["sent", "failed", "uncertain", "queued"]  # queued: not accepted, to be sent again
     provider_message_id: str | None = None
     error_class: str | None = None  # "permanent" or "transient" for failures
     error_text: str | None = None

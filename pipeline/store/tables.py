@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -138,4 +139,12 @@ suppressions = Table(
     Column("reason", String(40), nullable=False),  # unsubscribed | bounced | complained | manual | provider
     Column("source", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("provider", String(50), primary_key=True),
+    Column("tokens", Float, nullable=False),  # may be negative: a debt that the next sender waits out
+    Column("updated_at", UTCDateTime, nullable=False),
 )
