@@ -37,9 +37,24 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+SECRET = "a-test-signing-secret"
+
+
 @pytest.fixture
-def settings(project: Path) -> Settings:
+def settings(project: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The sample project's settings, with a signing secret in the environment as sending needs."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     return load_settings(project / "newsletter.toml")
+
+
+@pytest.fixture
+def store(settings: Settings):
+    """The project's real SQLite store, migrated."""
+    from pipeline.store import Store
+
+    store = Store.from_settings(settings)
+    yield store
+    store.dispose()
 
 
 def write_draft(project: Path, name: str, front: str, body: str) -> Path:

@@ -15,7 +15,7 @@ from pipeline.providers import Batch, Outcome
 from pipeline.ratelimit import TokenBucket
 from pipeline.store import Store
 
-from .test_send import _audience, _edition, _many, _start, settings, store  # noqa: F401 - fixtures
+from .test_send import _audience, _edition, _many, _start
 
 
 def _with(settings, **provider):  # type: ignore[no-untyped-def]

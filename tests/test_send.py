@@ -27,26 +27,12 @@ from pipeline.store import Store
 from pipeline.store.tables import deliveries, sends
 from pipeline.subscribers import import_subscribers, unsubscribe
 
-from .conftest import SAMPLE, write_draft
+from .conftest import SAMPLE, SECRET, write_draft
 
-SECRET = "a-test-signing-secret"
 FRONT = "subject: Hello {{ name }}\npreheader: A test\ndate: 2024-03-01"
 BODY = ("Dear {{ name }},\n\nA [link](https://www.ft.com/).\n\n[SIGNOFF]\n\nJoe\n\n"
         "Joe is an editor. This article represents his own personal opinion: he alone is responsible for the "
         "entirety of its contents.\n")
-
-
-@pytest.fixture
-def settings(project: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    return load_settings(project / "newsletter.toml")
-
-
-@pytest.fixture
-def store(settings: Settings) -> Store:
-    store = Store.from_settings(settings)
-    yield store
-    store.dispose()
 
 
 def _audience(store: Store, folder: Path, people: list[tuple[str, str, str]]) -> None:

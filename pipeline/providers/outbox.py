@@ -28,10 +28,16 @@ class OutboxProvider:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+        self._swept: set[Path] = set()
 
     async def send(self, batch: Batch) -> list[Outcome]:
         folder = self.folder / batch.mail.label
         folder.mkdir(parents=True, exist_ok=True)
+        if folder not in self._swept:
+            # Half-written files of a sender killed mid-write; only the send's one runner writes here.
+            for debris in folder.glob(".*.part"):
+                debris.unlink(missing_ok=True)
+            self._swept.add(folder)
         template = MessageTemplate(batch.mail)
         return [self._write(folder, template, person) for person in batch.recipients]
 
