@@ -10,6 +10,7 @@ resumed after a crash exactly-once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from pathlib import Path
@@ -39,7 +40,9 @@ class OutboxProvider:
                 debris.unlink(missing_ok=True)
             self._swept.add(folder)
         template = MessageTemplate(batch.mail)
-        return [self._write(folder, template, person) for person in batch.recipients]
+        # File writes wait on the disk, not the CPU: in a thread, batches in flight overlap them.
+        return await asyncio.to_thread(lambda: [self._write(folder, template, person)
+                                                for person in batch.recipients])
 
     def _write(self, folder: Path, template: MessageTemplate, person: Recipient) -> Outcome:
         path = folder / f"{person.delivery_id}.eml"
