@@ -13,7 +13,8 @@ The rules that make a send exactly-once across crashes:
   who holds it. A runner that died (its process is gone, or it has not beaten
   its heartbeat for a minute) may be replaced.
 - Rows found ``sending`` by the next runner were in flight at the crash: they
-  are handed over again only if the provider honours an idempotency key;
+  are handed over again — as the same batch, under the same id, so the
+  provider recognises its idempotency key — only if the provider honours one;
   otherwise they become ``uncertain`` and are listed for the operator, who
   decides with ``--resend-uncertain``. Nobody is ever sent twice by the pipeline.
 """
@@ -150,7 +151,7 @@ async def run_send(store: Store, settings: Settings, send_id: int, *, provider: 
     provider = provider or make_provider(settings)
     me = runner_name()
     try:
-        _take_over(store, send_id, me, idempotent=provider.idempotent)
+        _take_over(store, send_id, me, provider_name=settings.provider.name, idempotent=provider.idempotent)
         mail, edition_name = _mail(store, settings, send_id)
         pump = _Pump(store, settings, send_id, me, provider, mail, on_progress)
         await pump.run(f"{settings.publication.base_url}/archive/{edition_name}/", should_stop)
@@ -175,6 +176,7 @@ class _Pump:
 
     async def run(self, view_url: str, should_stop: Callable[[], bool]) -> None:
         in_flight: set[asyncio.Task[None]] = set()
+        orphans = _orphaned_batches(self.store, self.send_id)
         try:
             while not self.stopped and not should_stop():
                 if len(in_flight) >= self.settings.provider.concurrency:
@@ -182,8 +184,11 @@ class _Pump:
                     for task in done:
                         task.result()  # a batch that could not be recorded stops the send here
                     continue
-                batch = _claim(self.store, self.settings, self.send_id, self.me, self.mail, view_url,
-                               self.batch_size)
+                if orphans:
+                    batch = _reclaim(self.store, self.settings, self.send_id, self.mail, view_url, orphans.pop(0))
+                else:
+                    batch = _claim(self.store, self.settings, self.send_id, self.me, self.mail, view_url,
+                                   self.batch_size)
                 if batch is None:
                     break
                 await self.bucket.take(len(batch.recipients))
@@ -216,8 +221,9 @@ class _Pump:
                                .values(status=status, status_reason=reason))
 
 
-def _take_over(store: Store, send_id: int, me: str, *, idempotent: bool) -> None:
-    """Become the send's runner, and settle the rows a dead runner left in flight."""
+def _take_over(store: Store, send_id: int, me: str, *, provider_name: str, idempotent: bool) -> None:
+    """Become the send's runner, and settle the rows a dead runner left in flight: uncertain, unless the
+    provider is idempotent, in which case they stay in flight and are handed over again as they were."""
     now = utcnow()
     with store.begin() as connection:
         row = connection.execute(select(sends).where(sends.c.id == send_id).with_for_update()).first()
@@ -225,6 +231,9 @@ def _take_over(store: Store, send_id: int, me: str, *, idempotent: bool) -> None
             raise SendError(f"no send {send_id} (see 'newsletter logs')")
         if row.status in ("sent", "cancelled"):
             raise SendError(f"send {send_id} is {row.status}: nothing left to send")
+        if row.provider != provider_name:
+            raise SendError(f"send {send_id} was started with the {row.provider} provider; resume it with that one "
+                            f"(the settings name {provider_name})")
         if row.runner and row.runner != me and not _runner_is_dead(row.runner, row.heartbeat_at, now):
             raise SendError(f"send {send_id} is being sent by another process ({row.runner}); "
                             "it can be resumed once that process stops")
@@ -232,10 +241,7 @@ def _take_over(store: Store, send_id: int, me: str, *, idempotent: bool) -> None
             runner=me, heartbeat_at=now, status="sending", status_reason="",
             started_at=func.coalesce(sends.c.started_at, literal(now, UTCDateTime))))
         in_flight = and_(deliveries.c.send_id == send_id, deliveries.c.status == "sending")
-        if idempotent:
-            connection.execute(update(deliveries).where(in_flight).values(status="queued", batch_id=None,
-                                                                            updated_at=now))
-        else:
+        if not idempotent:
             connection.execute(update(deliveries).where(in_flight).values(
                 status="uncertain", error_class="uncertain", updated_at=now,
                 error_text="in flight when the sender stopped: the provider may or may not have accepted it"))
@@ -289,11 +295,40 @@ def _claim(store: Store, settings: Settings, send_id: int, me: str, mail: Mail, 
                            .values(status="sending", batch_id=batch_id, attempts=deliveries.c.attempts + 1,
                                    updated_at=now))
         connection.execute(update(sends).where(sends.c.id == send_id).values(heartbeat_at=now))
-        rows = connection.execute(
-            select(deliveries.c.id, deliveries.c.email, deliveries.c.subscriber_id, subscribers.c.name)
-            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-            .where(deliveries.c.id.in_(ids), deliveries.c.batch_id == batch_id).order_by(deliveries.c.id)
-        ).all()
+        rows = _batch_rows(connection, batch_id, ids)
+    return _batch(settings, send_id, mail, view_url, batch_id, rows)
+
+
+def _batch_rows(connection: Connection, batch_id: str, ids: list[int] | None = None) -> list:  # type: ignore[type-arg]
+    query = (select(deliveries.c.id, deliveries.c.email, deliveries.c.subscriber_id, subscribers.c.name)
+             .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+             .where(deliveries.c.batch_id == batch_id).order_by(deliveries.c.id))
+    if ids is not None:  # by primary key: batch_id has no index
+        query = query.where(deliveries.c.id.in_(ids))
+    return list(connection.execute(query).all())
+
+
+def _orphaned_batches(store: Store, send_id: int) -> list[str]:
+    """Batches a dead runner left in flight (only an idempotent provider's runner finds any)."""
+    with store.read() as connection:
+        return list(connection.scalars(
+            select(deliveries.c.batch_id).where(deliveries.c.send_id == send_id, deliveries.c.status == "sending")
+            .group_by(deliveries.c.batch_id).order_by(func.min(deliveries.c.id))))
+
+
+def _reclaim(store: Store, settings: Settings, send_id: int, mail: Mail, view_url: str, batch_id: str) -> Batch:
+    """A batch left in flight, again with the same id and the same rows, so its idempotency key holds."""
+    with store.begin() as connection:
+        connection.execute(update(deliveries).where(deliveries.c.send_id == send_id,
+                                                    deliveries.c.batch_id == batch_id,
+                                                    deliveries.c.status == "sending")
+                           .values(attempts=deliveries.c.attempts + 1, updated_at=utcnow()))
+        rows = _batch_rows(connection, batch_id)
+    return _batch(settings, send_id, mail, view_url, batch_id, rows)
+
+
+def _batch(settings: Settings, send_id: int, mail: Mail, view_url: str, batch_id: str,
+           rows: list) -> Batch:  # type: ignore[type-arg]
     recipients = tuple(
         messages.recipient(settings, label=mail.label, delivery_id=row.id, email=row.email, name=row.name,
                            unsubscribe_url=f"{settings.publication.base_url}/u/"

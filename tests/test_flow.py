@@ -118,3 +118,39 @@ def test_token_bucket_paces_and_survives_a_restart(store: Store) -> None:
 
 def test_no_rate_means_no_waiting(store: Store) -> None:
     assert asyncio.run(TokenBucket(store, "outbox", 0).take(10_000)) == 0.0
+
+
+class _Crash(BaseException):
+    """The process dying mid-batch."""
+
+
+class Idempotent(Recording):
+    idempotent: ClassVar[bool] = True
+
+
+def test_an_idempotent_providers_batch_in_flight_is_handed_over_again_unchanged(project: Path, settings,
+                                                                                store: Store) -> None:
+    _audience(store, project, _many(12))
+    send_id = _start(store, settings, _edition(project, settings))
+    settings = _with(settings, concurrency=1)
+    crashing = Idempotent(fail_with=_Crash(), fail_batches={1})
+    with pytest.raises(_Crash):
+        asyncio.run(send.run_send(store, settings, send_id, provider=crashing))
+    lost = crashing.batches[1]
+    with store.begin() as connection:  # the dead runner's heartbeat is long gone
+        connection.execute(send.sends.update().values(heartbeat_at=send.utcnow() - send.RUNNER_STALE * 2,
+                                                      runner="elsewhere:1"))
+    survivor = Idempotent()
+    summary = asyncio.run(send.run_send(store, settings, send_id, provider=survivor))
+    assert summary.counts == {"sent": 12} and not summary.uncertain
+    again = survivor.batches[0]
+    assert again.id == lost.id  # the same idempotency key ...
+    assert [p.delivery_id for p in again.recipients] == [p.delivery_id for p in lost.recipients]  # ... same rows
+    assert [p.values for p in again.recipients] == [p.values for p in lost.recipients]
+
+
+def test_resuming_with_another_provider_is_refused(project: Path, settings, store: Store) -> None:
+    _audience(store, project, _many(2))
+    send_id = _start(store, settings, _edition(project, settings))
+    with pytest.raises(send.SendError, match="was started with the outbox provider"):
+        asyncio.run(send.run_send(store, _with(settings, name="resend"), send_id, provider=Recording()))

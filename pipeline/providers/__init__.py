@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,19 +76,61 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _outbox(settings: Settings) -> Provider:
+def _outbox(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
     from pipeline.providers.outbox import OutboxProvider
 
     return OutboxProvider(settings.paths.outbox)
 
 
-PROVIDERS: dict[str, Callable[[Settings], Provider]] = {"outbox": _outbox}
+def _postmark(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
+    from pipeline.providers.postmark import PostmarkProvider
+
+    return PostmarkProvider(settings, client)
 
 
-def make_provider(settings: Settings) -> Provider:
-    """The provider named in ``[provider] name``; an unknown name lists the valid ones."""
+def _sendgrid(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
+    from pipeline.providers.sendgrid import SendGridProvider
+
+    return SendGridProvider(settings, client)
+
+
+def _mailgun(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
+    from pipeline.providers.mailgun import MailgunProvider
+
+    return MailgunProvider(settings, client)
+
+
+def _resend(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
+    from pipeline.providers.resend import ResendProvider
+
+    return ResendProvider(settings, client)
+
+
+# name -> factory(settings, client=None); an HTTP provider uses the client given, or makes (and closes) its own.
+def _smtp(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
+    from pipeline.providers.smtp import SmtpProvider
+
+    return SmtpProvider.from_settings(settings)
+
+
+PROVIDERS: dict[str, Callable[..., Provider]] = {
+    "outbox": _outbox,
+    "postmark": _postmark,
+    "sendgrid": _sendgrid,
+    "mailgun": _mailgun,
+    "resend": _resend,
+    "smtp": _smtp,
+}
+
+
+def make_provider(settings: Settings, client: httpx.AsyncClient | None = None) -> Provider:
+    """The provider named in ``[provider] name``; an unknown name lists the valid ones.
+
+    ``client`` (an ``httpx.AsyncClient``) is handed to HTTP providers; tests pass one
+    built on ``httpx.MockTransport``. A provider never closes a client it was given.
+    """
     name = settings.provider.name
     if name not in PROVIDERS:
         raise ConfigError(f"unknown provider {name!r}; choose one of: {', '.join(sorted(PROVIDERS))}",
                           path=settings.source)
-    return PROVIDERS[name](settings)
+    return PROVIDERS[name](settings, client)

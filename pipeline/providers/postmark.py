@@ -1,0 +1,124 @@
+"""Postmark: ``POST /email/batch``, one personalised message per recipient.
+
+Postmark answers a batch with HTTP 200 even when some messages fail; each item
+of the answer (in input order) has its own ``ErrorCode``:
+
+    0              sent (its MessageID kept)
+    406            failed, permanent, and the address is suppressed (inactive recipient:
+                   it bounced, complained or unsubscribed at Postmark before)
+    300, 411       failed, permanent (an invalid message or attachment fails again as it is)
+    anything else  failed, transient: the codes concern the account or sender (405 not
+                   allowed to send, 400/401 sender signature missing or unconfirmed, 410 too
+                   many batch messages, 412 account pending ...), which the operator can fix
+                   without changing the message, so the row may be queued again.
+
+A request holds at most 500 messages and 50 MB; a larger batch is split. A
+message over Postmark's 10 MB limit fails (permanent) without being sent.
+Postmark has no idempotency key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import httpx
+
+from pipeline.config import Settings
+from pipeline.messages import personalise
+from pipeline.providers import Batch, Mail, Outcome, Recipient
+from pipeline.providers.http import HttpProvider, RetryPolicy, address, list_headers, post, read_json, send_parts
+
+MAX_MESSAGES = 500
+MAX_REQUEST_BYTES = 50 * 1000 * 1000
+MAX_MESSAGE_BYTES = 10 * 1000 * 1000
+SUPPRESS_CODES = frozenset({406})
+PERMANENT_CODES = frozenset({300, 406, 411})
+
+
+class PostmarkProvider(HttpProvider):
+    """Sends through Postmark's batch email API."""
+
+    name: ClassVar[str] = "postmark"
+    idempotent: ClassVar[bool] = False
+    max_batch: ClassVar[int] = MAX_MESSAGES
+    default_base_url: ClassVar[str] = "https://api.postmarkapp.com"
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None, *,
+                 policy: RetryPolicy | None = None):
+        super().__init__(settings, client, policy=policy)
+        self.message_stream = settings.provider.message_stream or "broadcast"
+
+    async def send(self, batch: Batch) -> list[Outcome]:
+        encoded = [(person, self._encode(batch.mail, person)) for person in batch.recipients]
+        too_large = [_too_large(person, len(body)) for person, body in encoded if len(body) > MAX_MESSAGE_BYTES]
+        parts = _parts([(person, body) for person, body in encoded if len(body) <= MAX_MESSAGE_BYTES])
+        bodies = [b"[" + b",".join(body for _, body in part) + b"]" for part in parts]
+
+        async def send_part(index: int, people: Sequence[Recipient]) -> list[Outcome]:
+            return await self._send_part(people, bodies[index])
+
+        return await send_parts([[person for person, _ in part] for part in parts], send_part) + too_large
+
+    def message(self, mail: Mail, person: Recipient) -> dict[str, Any]:
+        """One recipient's message as Postmark's JSON object."""
+        html, text = personalise(mail, person)
+        message: dict[str, Any] = {
+            "From": mail.sender,
+            "To": address(person),
+            "Subject": mail.subject,
+            "HtmlBody": html,
+            "TextBody": text,
+            "Headers": [{"Name": name, "Value": value} for name, value in list_headers(person).items()],
+            "MessageStream": self.message_stream,
+            "Metadata": {"send": mail.label, "delivery": str(person.delivery_id)},
+        }
+        if mail.reply_to:
+            message["ReplyTo"] = mail.reply_to
+        return message
+
+    def _encode(self, mail: Mail, person: Recipient) -> bytes:
+        return json.dumps(self.message(mail, person), ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def _send_part(self, people: Sequence[Recipient], body: bytes) -> list[Outcome]:
+        response = await post(self.client, f"{self.base_url}/email/batch", policy=self.policy, idempotent=False,
+                              key=self.key, content=body,
+                              headers={"X-Postmark-Server-Token": self.key.value, "Accept": "application/json",
+                                       "Content-Type": "application/json"})
+        answers = read_json(response)
+        if not isinstance(answers, list):
+            answers = []
+        # zip: a recipient without an answer is left out, and the send records it as uncertain.
+        return [_outcome(person, answer) for person, answer in zip(people, answers, strict=False)]
+
+
+def _parts(encoded: list[tuple[Recipient, bytes]]) -> list[list[tuple[Recipient, bytes]]]:
+    """Runs of at most 500 messages whose JSON array stays under 50 MB."""
+    parts: list[list[tuple[Recipient, bytes]]] = []
+    size = 0
+    for person, body in encoded:
+        if not parts or len(parts[-1]) >= MAX_MESSAGES or size + len(body) + 1 > MAX_REQUEST_BYTES - 2:
+            parts.append([])
+            size = 0
+        parts[-1].append((person, body))
+        size += len(body) + 1
+    return parts
+
+
+def _outcome(person: Recipient, answer: Any) -> Outcome:
+    if not isinstance(answer, dict):
+        return Outcome(delivery_id=person.delivery_id, status="uncertain", error_class="uncertain",
+                       error_text=f"unreadable answer from Postmark: {str(answer)[:80]!r}")
+    code = answer.get("ErrorCode", 0)
+    if code == 0:
+        return Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=answer.get("MessageID"))
+    return Outcome(delivery_id=person.delivery_id, status="failed",
+                   error_class="permanent" if code in PERMANENT_CODES else "transient",
+                   error_text=f"Postmark error {code}: {answer.get('Message', '')}",
+                   suppress=code in SUPPRESS_CODES)
+
+
+def _too_large(person: Recipient, size: int) -> Outcome:
+    return Outcome(delivery_id=person.delivery_id, status="failed", error_class="permanent",
+                   error_text=f"message of {size:,} bytes is over Postmark's 10 MB limit")
