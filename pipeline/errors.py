@@ -8,6 +8,7 @@
     ├── StoreError         the database cannot be opened or used
     ├── SubscriberError    a subscriber file or address cannot be used
     ├── SendError          a send cannot start, resume or change state
+    ├── ScheduleError      a time or a schedule cannot be used
     ├── ProviderError      the mail provider refused or failed
     │   ├── ProviderRejected     it refused the request as invalid (400, 413, 422): not retried
     │   ├── ProviderAuthError    it refused the key (401, 403): the whole send stops
@@ -63,6 +64,10 @@ class SubscriberError(NewsletterError):
 
 class SendError(NewsletterError):
     """A send cannot be started, resumed, paused or cancelled as asked."""
+
+
+class ScheduleError(NewsletterError):
+    """A time cannot be read, does not exist, is ambiguous or past; a schedule cannot change."""
 
 
 class ProviderError(NewsletterError):
