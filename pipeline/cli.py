@@ -16,6 +16,7 @@ from pathlib import Path
 from pipeline import __version__
 from pipeline.build import build_edition
 from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings, load_settings
+from pipeline.emulator import add_emulator_command
 from pipeline.errors import NewsletterError
 from pipeline.sending_cli import add_sending_commands
 from pipeline.subscribers_cli import add_subscriber_commands
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sending_commands(commands)
     add_subscriber_commands(commands)
+    add_emulator_command(commands)
 
     config = commands.add_parser("config", help="inspect the settings", description="Inspect the settings.")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
@@ -140,11 +142,20 @@ def _config_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _settings_if_any(path: str | None) -> Settings | None:
+    try:
+        return load_settings(path)
+    except NewsletterError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 1 failed checks, 2 bad input or usage)."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        # The emulator needs no publication; it reads the settings only to print hints when it can.
+        optional = getattr(args, "settings_optional", False)
+        settings = _settings_if_any(args.config) if optional else load_settings(args.config)
         return args.run(args, settings)
     except NewsletterError as exc:
         print(f"newsletter: error: {exc}", file=sys.stderr)
