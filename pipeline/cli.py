@@ -18,6 +18,7 @@ from pipeline.build import build_edition
 from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings, load_settings
 from pipeline.emulator import add_emulator_command
 from pipeline.errors import NewsletterError
+from pipeline.schedule_cli import add_schedule_commands
 from pipeline.sending_cli import add_sending_commands
 from pipeline.subscribers_cli import add_subscriber_commands
 
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sending_commands(commands)
     add_subscriber_commands(commands)
+    add_schedule_commands(commands)
     add_emulator_command(commands)
 
     config = commands.add_parser("config", help="inspect the settings", description="Inspect the settings.")

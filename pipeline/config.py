@@ -119,6 +119,25 @@ class Checks(_Section):
     compat_ignore: tuple[str, ...] = ()  # caniemail feature ids the template uses on purpose
 
 
+class Schedule(_Section):
+    """How ``newsletter run`` fires scheduled sends."""
+
+    max_lateness: float = Field(default=3600.0, ge=0)  # seconds late a send may still go out after downtime
+    poll_seconds: float = Field(default=1.0, gt=0, le=60)  # how often the drafts and the store are looked at
+    offline_checks: bool = False  # re-check at fire time without requesting links
+
+
+class Notify(_Section):
+    """Who hears about held, missed and failed sends, and every send's summary."""
+
+    staff: tuple[str, ...] = ()
+
+    @field_validator("staff")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_address(address) for address in value)
+
+
 class Database(_Section):
     url: str = "sqlite:///newsletter.db"
 
@@ -159,6 +178,8 @@ class Settings(_Section):
     checks: Checks = Checks()
     database: Database = Database()
     provider: Provider = Provider()
+    schedule: Schedule = Schedule()
+    notify: Notify = Notify()
     source: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
     # The signing secret of unsubscribe links: from NEWSLETTER_SECRET or the file named by
     # NEWSLETTER_SECRET_FILE, never from the settings file, and never printed.

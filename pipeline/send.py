@@ -77,8 +77,12 @@ def runner_name() -> str:
 
 
 def create_send(store: Store, settings: Settings, edition: Edition, *, built_path: str, status: str = "sending",
-                scheduled_at: dt.datetime | None = None, override_reason: str | None = None) -> int:
-    """Record the edition and a send of it, with a delivery row for every audience member."""
+                scheduled_at: dt.datetime | None = None, override_reason: str | None = None,
+                draft_path: str | None = None, timezone: str | None = None) -> int:
+    """Record the edition and a send of it, with a delivery row for every audience member.
+
+    A ``scheduled`` send gets its rows when it fires (``queue_scheduled``): the audience and the
+    edition are those of that moment."""
     now = utcnow()
     with store.begin() as connection:
         active = connection.execute(
@@ -92,10 +96,38 @@ def create_send(store: Store, settings: Settings, edition: Edition, *, built_pat
         send_id = connection.execute(insert(sends).values(
             edition_id=edition_id, status=status, audience=edition.draft.meta.audience,
             provider=settings.provider.name, scheduled_at=scheduled_at, created_at=now, status_reason="",
-            override_reason=override_reason,
+            override_reason=override_reason, draft_path=draft_path, timezone=timezone,
         )).inserted_primary_key[0]
-        _queue(connection, send_id, edition, now)
+        if status != "scheduled":
+            _queue(connection, send_id, edition, now)
     return int(send_id)
+
+
+def claim_scheduled(store: Store, send_id: int, me: str) -> bool:
+    """Take a due scheduled send for this process; False if another process (or an operator) was first."""
+    now = utcnow()
+    with store.begin() as connection:
+        claimed = connection.execute(update(sends).where(sends.c.id == send_id, sends.c.status == "scheduled")
+                                     .values(status="sending", runner=me, heartbeat_at=now, started_at=now,
+                                             status_reason="")).rowcount
+    return bool(claimed)
+
+
+def queue_scheduled(store: Store, settings: Settings, send_id: int, edition: Edition, *, built_path: str) -> None:
+    """Record the edition as rebuilt at fire time (the content actually sent) and queue its audience."""
+    now = utcnow()
+    with store.begin() as connection:
+        edition_id = _record_edition(connection, edition, built_path, now)
+        connection.execute(update(sends).where(sends.c.id == send_id).values(
+            edition_id=edition_id, audience=edition.draft.meta.audience, provider=settings.provider.name))
+        _queue(connection, send_id, edition, now)
+
+
+def set_status(store: Store, send_id: int, status: str, reason: str) -> None:
+    """Record why a send stopped (held, missed, failed) and give up its runner."""
+    with store.begin() as connection:
+        connection.execute(update(sends).where(sends.c.id == send_id)
+                           .values(status=status, status_reason=reason, runner=None))
 
 
 def _record_edition(connection: Connection, edition: Edition, built_path: str, now: dt.datetime) -> int:
@@ -234,7 +266,7 @@ def _take_over(store: Store, send_id: int, me: str, *, provider_name: str, idemp
         if row.provider != provider_name:
             raise SendError(f"send {send_id} was started with the {row.provider} provider; resume it with that one "
                             f"(the settings name {provider_name})")
-        if row.runner and row.runner != me and not _runner_is_dead(row.runner, row.heartbeat_at, now):
+        if row.runner and row.runner != me and not runner_is_dead(row.runner, row.heartbeat_at, now):
             raise SendError(f"send {send_id} is being sent by another process ({row.runner}); "
                             "it can be resumed once that process stops")
         connection.execute(update(sends).where(sends.c.id == send_id).values(
@@ -247,7 +279,7 @@ def _take_over(store: Store, send_id: int, me: str, *, provider_name: str, idemp
                 error_text="in flight when the sender stopped: the provider may or may not have accepted it"))
 
 
-def _runner_is_dead(runner: str, heartbeat_at: dt.datetime | None, now: dt.datetime) -> bool:
+def runner_is_dead(runner: str, heartbeat_at: dt.datetime | None, now: dt.datetime) -> bool:
     if heartbeat_at is None or now - heartbeat_at > RUNNER_STALE:
         return True
     host, _, pid = runner.rpartition(":")

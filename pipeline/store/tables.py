@@ -97,6 +97,8 @@ sends = Table(
     Column("override_reason", Text, nullable=True),  # why an edition with failed checks was sent anyway
     Column("runner", String(200), nullable=True),  # host:pid of the process sending it, while it lives
     Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("draft_path", Text, nullable=True),  # a scheduled send is rebuilt from its draft when it fires
+    Column("timezone", String(64), nullable=True),  # the zone its time was given in, for people reading it
 )
 
 deliveries = Table(

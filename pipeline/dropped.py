@@ -1,0 +1,99 @@
+"""Drafts dropped with ``send_at``: dropping the draft is enough to schedule it.
+
+``newsletter run`` looks at the drafts folder on every tick. A draft whose
+front matter has ``send_at`` is checked and scheduled when it appears, and
+checked and rescheduled when it changes (the older scheduled send is cancelled
+and says why). A draft that fails its checks is not scheduled: the problems go
+to the log and to the staff, once per version of the draft. What an operator
+cancelled, and what was already sent or missed, stays as it is until the draft
+changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from pipeline import send
+from pipeline.build import build_edition
+from pipeline.checks import check_edition
+from pipeline.config import Settings
+from pipeline.draft import DRAFT_FILE, read_draft
+from pipeline.errors import NewsletterError
+from pipeline.notices import notify_staff
+from pipeline.render import render_edition
+from pipeline.store import Store, utcnow
+from pipeline.store.tables import editions, sends
+from pipeline.when import localise
+
+log = logging.getLogger("newsletter.schedule")
+
+
+def pick_up_drafts(store: Store, settings: Settings, reported: set[tuple[str, str]]) -> None:
+    """Schedule new or changed drafts that carry ``send_at``; report those that cannot be."""
+    folder = settings.paths.drafts
+    if not folder.is_dir():
+        return
+    for draft_folder in sorted(path for path in folder.iterdir() if (path / DRAFT_FILE).is_file()):
+        try:
+            _pick_up(store, settings, draft_folder, reported)
+        except NewsletterError as exc:
+            if "send_at" in (draft_folder / DRAFT_FILE).read_text(encoding="utf-8", errors="replace"):
+                _report(settings, reported, draft_folder, str(exc), "the draft with send_at cannot be scheduled")
+
+
+def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple[str, str]]) -> None:
+    draft = read_draft(folder)
+    if draft.meta.send_at is None:
+        return
+    at = draft.meta.send_at
+    at = (at if at.tzinfo is not None else localise(at, settings.publication.zone)).astimezone(dt.UTC)
+    edition = render_edition(draft, settings)
+    latest = _latest_send(store, folder)
+    if latest is not None and latest.content_hash == edition.content_hash and latest.scheduled_at == at:
+        return  # this version is already scheduled, sent, held, missed or cancelled: nothing new
+    if latest is not None and latest.status in ("sending", "sent", "paused") and latest.name == edition.name:
+        if latest.content_hash != edition.content_hash:
+            _report(settings, reported, folder, f"changed after send {latest.id} went out; not sent again",
+                    "a sent draft changed")
+        return
+    if at <= utcnow():
+        _report(settings, reported, folder, f"send_at {at:%Y-%m-%d %H:%M} UTC is in the past; not scheduled",
+                "a dropped draft was not scheduled")
+        return
+    report = check_edition(edition, settings, offline=settings.schedule.offline_checks)
+    if not report.ok:
+        problems = "; ".join(f"{p.location}: {p.message}" for p in report.errors)
+        _report(settings, reported, folder, f"not scheduled, {len(report.errors)} check error(s): {problems}",
+                "a dropped draft failed its checks")
+        return
+    if latest is not None and latest.status == "scheduled":
+        with store.begin() as connection:
+            connection.execute(update(sends).where(sends.c.id == latest.id, sends.c.status == "scheduled")
+                               .values(status="cancelled", status_reason="replaced by a newer version of the draft"))
+    build = build_edition(folder, settings)
+    send_id = send.create_send(store, settings, build.edition, built_path=str(build.folder), status="scheduled",
+                               scheduled_at=at, draft_path=str(folder.resolve()),
+                               timezone=settings.publication.timezone)
+    log.info("send %s: %s scheduled from its send_at for %s UTC", send_id, edition.name, f"{at:%Y-%m-%d %H:%M}")
+
+
+def _latest_send(store: Store, folder: Path):  # type: ignore[no-untyped-def]
+    with store.read() as connection:
+        return connection.execute(
+            select(sends.c.id, sends.c.status, sends.c.scheduled_at, editions.c.content_hash, editions.c.name)
+            .join(editions, editions.c.id == sends.c.edition_id)
+            .where(sends.c.draft_path == str(folder.resolve())).order_by(sends.c.id.desc()).limit(1)).first()
+
+
+def _report(settings: Settings, reported: set[tuple[str, str]], folder: Path, problem: str, subject: str) -> None:
+    key = (str(folder), problem)
+    if key in reported:
+        return
+    reported.add(key)
+    log.warning("%s: %s", folder.name, problem)
+    notify_staff(settings, f"{subject}: {folder.name}", f"{folder}/{DRAFT_FILE}: {problem}")
+
