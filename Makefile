@@ -36,7 +36,10 @@ demo: setup $(DEMO_SECRET)
 	@echo
 	$(VENV)/bin/newsletter subscribers import subscribers/subscribers.csv
 	@echo
-	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(VENV)/bin/newsletter send $(SAMPLE) --now --offline
+	@# Schedule the sample a few seconds ahead, then run the scheduler until it has sent it.
+	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(VENV)/bin/newsletter schedule $(SAMPLE) --offline \
+	  --at "$$($(PYTHON) -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(seconds=5)).isoformat(timespec="seconds"))')"
+	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(VENV)/bin/newsletter run --until-idle
 	@echo
 	$(VENV)/bin/newsletter logs
 	@echo
