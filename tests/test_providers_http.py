@@ -267,6 +267,16 @@ def test_idempotent_timeouts_every_time_stay_ambiguous(policy: RetryPolicy) -> N
     assert len(server.requests) == policy.max_retries + 1
 
 
+@pytest.mark.parametrize("then", [httpx.Response(503, json={"message": "down"}),
+                                  httpx.Response(401, json={"message": "bad key"}),
+                                  httpx.Response(422, json={"message": "invalid"})])
+def test_after_an_unanswered_attempt_any_failure_is_ambiguous(policy: RetryPolicy, then: httpx.Response) -> None:
+    # The first attempt may have been accepted: a 503 to the end, or a refusal, cannot mean "nothing was sent".
+    server = Server(httpx.ReadTimeout("timed out"), then)
+    exc = failure(_post(server, policy, idempotent=True), ProviderAmbiguous)
+    assert f"HTTP {then.status_code}" in str(exc) and "earlier attempt went unanswered" in str(exc)
+
+
 @pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"),
                                    httpx.PoolTimeout("pool full")])
 def test_connection_errors_before_sending_are_retried(policy: RetryPolicy, error: Exception) -> None:

@@ -10,6 +10,10 @@ become the pipeline's own::
     401, 403                                ─ never retried ─▶ ProviderAuthError
     anything else that is not 2xx           ─ never retried ─▶ ProviderUnavailable
 
+Once an attempt went unanswered, the provider may have accepted the request, so whatever
+ends it after that (retries used up, a refusal) is ProviderAmbiguous: its rows are
+uncertain, never failures that ``--retry-failed`` would send again under a new key.
+
 Waits back off exponentially with full jitter, unless the provider names the
 wait (``Retry-After``, ``X-RateLimit-Reset``). No error message, log line or
 exception carries the API key or an auth header.
@@ -56,6 +60,7 @@ NEVER_SENT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyEr
 # The headers every provider passes through for the recipient's mail client (RFC 8058, RFC 2919).
 LIST_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post", "List-Id")
 _BODY_EXCERPT = 300
+_EARLIER_UNANSWERED = "; an earlier attempt went unanswered: it may or may not have accepted the batch"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,12 +166,29 @@ async def post(client: httpx.AsyncClient, url: str, *, policy: RetryPolicy, idem
     retrying = AsyncRetrying(stop=stop_after_attempt(policy.max_retries + 1), wait=_waiter(policy),
                              retry=retry_if_exception_type(_Retryable), sleep=policy.sleep,
                              before_sleep=_log_retry(url, policy), reraise=True)
+    unanswered = False  # an attempt went out and got no answer: the provider may have accepted it
+
+    async def attempt() -> httpx.Response:
+        nonlocal unanswered
+        try:
+            return await _attempt(client, url, idempotent, key, request_kwargs)
+        except _Retryable as exc:
+            unanswered = unanswered or exc.kind is ProviderAmbiguous
+            raise
+
     try:
-        return await retrying(_attempt, client, url, idempotent, key, request_kwargs)
+        return await retrying(attempt)
     except _Retryable as exc:
         attempts = retrying.statistics.get("attempt_number", 1)
         tail = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
+        if unanswered and exc.kind is not ProviderAmbiguous:
+            raise ProviderAmbiguous(exc.message + tail + _EARLIER_UNANSWERED, status=exc.status,
+                                    body=exc.body) from exc.__cause__
         raise exc.kind(exc.message + tail, status=exc.status, body=exc.body) from exc.__cause__
+    except ProviderError as exc:  # refused outright, but after an attempt that went unanswered
+        if not unanswered or isinstance(exc, ProviderAmbiguous):
+            raise
+        raise ProviderAmbiguous(str(exc) + _EARLIER_UNANSWERED, status=exc.status, body=exc.body) from exc
 
 
 async def _attempt(client: httpx.AsyncClient, url: str, idempotent: bool, key: ApiKey | None,
