@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from email.utils import parseaddr
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -27,7 +28,17 @@ _SALT = "unsubscribe"
 def _serializer(settings: Settings) -> URLSafeSerializer:
     if settings.secret is None:
         raise SendError("no signing secret for unsubscribe links: set NEWSLETTER_SECRET or NEWSLETTER_SECRET_FILE")
-    return URLSafeSerializer(settings.secret.get_secret_value(), salt=_SALT)
+    return _serializer_for(settings.secret.get_secret_value())
+
+
+@lru_cache(maxsize=4)  # a send signs a token per recipient with the same secret
+def _serializer_for(secret: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret, salt=_SALT)
+
+
+@lru_cache(maxsize=64)  # the publication's few addresses, parsed once rather than twice per recipient
+def _bare_address(value: str) -> str:
+    return parseaddr(value)[1]
 
 
 def unsubscribe_token(settings: Settings, subscriber_id: int, send_id: int) -> str:
@@ -45,14 +56,20 @@ def read_unsubscribe_token(settings: Settings, token: str) -> tuple[int, int] | 
 
 
 def sender_domain(settings: Settings) -> str:
-    return parseaddr(settings.publication.from_)[1].rpartition("@")[2] or "localhost"
+    return _bare_address(settings.publication.from_).rpartition("@")[2] or "localhost"
 
 
 def list_id(settings: Settings) -> str:
     """RFC 2919 List-Id: the publication's name and a stable id under its own domain."""
-    host = urlsplit(settings.publication.base_url).hostname or sender_domain(settings)
-    slug = "".join(c if c.isalnum() else "-" for c in settings.publication.name.lower()).strip("-")
-    name = settings.publication.name.replace('"', "'")
+    publication = settings.publication
+    return _list_id(publication.name, publication.base_url, publication.from_)
+
+
+@lru_cache(maxsize=16)  # asked for every recipient's headers
+def _list_id(publication: str, base_url: str, sender: str) -> str:
+    host = urlsplit(base_url).hostname or _bare_address(sender).rpartition("@")[2] or "localhost"
+    slug = "".join(c if c.isalnum() else "-" for c in publication.lower()).strip("-")
+    name = publication.replace('"', "'")
     return f'"{name}" <{slug}.{host}>'
 
 
@@ -65,7 +82,7 @@ def message_id(settings: Settings, label: str, delivery_id: int) -> str:
 def recipient(settings: Settings, *, label: str, delivery_id: int, email: str, name: str, unsubscribe_url: str,
               view_url: str) -> Recipient:
     """A recipient with their values and the headers every message must carry."""
-    sender = parseaddr(settings.publication.reply_to or settings.publication.from_)[1]
+    sender = _bare_address(settings.publication.reply_to or settings.publication.from_)
     headers = {
         "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{sender}?subject=unsubscribe>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
