@@ -248,3 +248,31 @@ def test_schedule_list_move_cancel(project: Path, settings, store: Store, run_cl
     assert run_cli("schedule", "cancel", "1")[0] == 0
     assert "cancelled" in run_cli("schedule", "list")[1]
     assert run_cli("schedule", "move", "1", "--at", "2030-06-02 10:00")[0] == 2
+
+
+def test_sigterm_mid_send_finishes_the_batch_in_flight_and_exits(project: Path, settings, store: Store) -> None:
+    path = project / "newsletter.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 5'),
+                    encoding="utf-8")
+    _audience(store, project, _many(1500))
+    runner = _spawn(project, "run")
+    _schedule_in(project, settings, store, 1)
+
+    def some_sent() -> bool:
+        with store.read() as connection:
+            return (connection.scalar(select(func.count()).select_from(deliveries)
+                                      .where(deliveries.c.status == "sent")) or 0) >= 100
+
+    _wait_for(some_sent)
+    runner.send_signal(signal.SIGTERM)
+    runner.communicate(timeout=60)
+    assert runner.returncode == 0
+    with store.read() as connection:
+        statuses = dict(connection.execute(select(deliveries.c.status, func.count())
+                                           .group_by(deliveries.c.status)).all())
+    assert "sending" not in statuses, "a batch was left in flight"
+    assert statuses.get("queued", 0) > 0, "the send finished before the signal: nothing was tested"
+    row = _send_row(store)
+    assert row.status == "sending" and row.runner is None  # stopped cleanly, ready to resume
+    _spawn(project, "run", "--until-idle").communicate(timeout=180)
+    assert _send_row(store).status == "sent" and len(_delivered(project)) == 1500
