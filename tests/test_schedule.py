@@ -67,6 +67,24 @@ def _schedule_in(project: Path, settings, store: Store, seconds: float) -> dt.da
     return at
 
 
+def _big_send_under_way(project: Path, settings, store: Store) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    """A runner part-way through sending the sample to 1,500 readers in batches of 5."""
+    path = project / "newsletter.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 5'),
+                    encoding="utf-8")
+    _audience(store, project, _many(1500))
+    runner = _spawn(project, "run")
+    _schedule_in(project, settings, store, 1)
+
+    def some_sent() -> bool:
+        with store.read() as connection:
+            return (connection.scalar(select(func.count()).select_from(deliveries)
+                                      .where(deliveries.c.status == "sent")) or 0) >= 100
+
+    _wait_for(some_sent)
+    return runner
+
+
 def _delivered(project: Path, send_id: int = 1) -> list[Path]:
     return sorted((project / "outbox" / str(send_id)).glob("*.eml"))
 
@@ -115,19 +133,7 @@ def test_killed_before_the_time_and_restarted_after_it_fires_once(project: Path,
 
 
 def test_killed_mid_send_and_restarted_it_completes_exactly_once(project: Path, settings, store: Store) -> None:
-    path = project / "newsletter.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 5'),
-                    encoding="utf-8")
-    _audience(store, project, _many(1500))
-    runner = _spawn(project, "run")
-    _schedule_in(project, settings, store, 2)
-
-    def some_sent() -> bool:
-        with store.read() as connection:
-            return (connection.scalar(select(func.count()).select_from(deliveries)
-                                      .where(deliveries.c.status == "sent")) or 0) >= 100
-
-    _wait_for(some_sent)
+    runner = _big_send_under_way(project, settings, store)
     runner.send_signal(signal.SIGKILL)
     runner.wait(timeout=30)
     with store.read() as connection:
@@ -251,19 +257,7 @@ def test_schedule_list_move_cancel(project: Path, settings, store: Store, run_cl
 
 
 def test_sigterm_mid_send_finishes_the_batch_in_flight_and_exits(project: Path, settings, store: Store) -> None:
-    path = project / "newsletter.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 5'),
-                    encoding="utf-8")
-    _audience(store, project, _many(1500))
-    runner = _spawn(project, "run")
-    _schedule_in(project, settings, store, 1)
-
-    def some_sent() -> bool:
-        with store.read() as connection:
-            return (connection.scalar(select(func.count()).select_from(deliveries)
-                                      .where(deliveries.c.status == "sent")) or 0) >= 100
-
-    _wait_for(some_sent)
+    runner = _big_send_under_way(project, settings, store)
     runner.send_signal(signal.SIGTERM)
     runner.communicate(timeout=60)
     assert runner.returncode == 0
