@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from pipeline import send
 from pipeline.build import build_edition
@@ -71,9 +71,8 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
                 "a dropped draft failed its checks")
         return
     if latest is not None and latest.status == "scheduled":
-        with store.begin() as connection:
-            connection.execute(update(sends).where(sends.c.id == latest.id, sends.c.status == "scheduled")
-                               .values(status="cancelled", status_reason="replaced by a newer version of the draft"))
+        send.transition(store, latest.id, "cancelled", "replaced by a newer version of the draft",
+                        only_from=("scheduled",))
     build = build_edition(folder, settings)
     send_id = send.create_send(store, settings, build.edition, built_path=str(build.folder), status="scheduled",
                                scheduled_at=at, draft_path=str(folder.resolve()),

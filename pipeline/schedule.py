@@ -156,7 +156,7 @@ def run(store: Store, settings: Settings, send_id: int, should_stop=lambda: Fals
 
 
 def _hold(store: Store, settings: Settings, send_id: int, reason: str) -> None:
-    send.set_status(store, send_id, "held", reason)
+    send.transition(store, send_id, "held", reason, only_from=("sending",), release_runner=True)
     log.warning("send %s held: %s", send_id, reason)
     notify_staff(settings, f"Send {send_id} held: nothing was sent", reason)
 
@@ -250,13 +250,9 @@ class Runner:
                                replace_existing=True)
 
     def _miss(self, send_id: int, scheduled_at: dt.datetime, now: dt.datetime) -> None:
-        with self.store.begin() as connection:
-            missed = connection.execute(update(sends).where(sends.c.id == send_id, sends.c.status == "scheduled")
-                                        .values(status="missed", status_reason=(
-                                            f"{(now - scheduled_at).total_seconds() / 60:.0f} min late when the "
-                                            f"scheduler came back; max_lateness is "
-                                            f"{self.settings.schedule.max_lateness / 60:.0f} min"))).rowcount
-        if missed:
+        late = (f"{(now - scheduled_at).total_seconds() / 60:.0f} min late when the scheduler came back; "
+                f"max_lateness is {self.settings.schedule.max_lateness / 60:.0f} min")
+        if send.transition(self.store, send_id, "missed", late, only_from=("scheduled",)):
             reason = f"due {scheduled_at:%Y-%m-%d %H:%M} UTC; it was not sent"
             log.warning("send %s missed: %s", send_id, reason)
             notify_staff(self.settings, f"Send {send_id} missed", reason)

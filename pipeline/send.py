@@ -123,11 +123,16 @@ def queue_scheduled(store: Store, settings: Settings, send_id: int, edition: Edi
         _queue(connection, send_id, edition, now)
 
 
-def set_status(store: Store, send_id: int, status: str, reason: str) -> None:
-    """Record why a send stopped (held, missed, failed) and give up its runner."""
+def transition(store: Store, send_id: int, status: str, reason: str, *, only_from: tuple[str, ...],
+               release_runner: bool = False) -> bool:
+    """Move a send to ``status`` with its reason if it is still in one of ``only_from``; False if it was not
+    (another process or an operator moved it first)."""
+    values: dict[str, object] = {"status": status, "status_reason": reason}
+    if release_runner:
+        values["runner"] = None
     with store.begin() as connection:
-        connection.execute(update(sends).where(sends.c.id == send_id)
-                           .values(status=status, status_reason=reason, runner=None))
+        return bool(connection.execute(update(sends).where(sends.c.id == send_id, sends.c.status.in_(only_from))
+                                       .values(**values)).rowcount)
 
 
 def _record_edition(connection: Connection, edition: Edition, built_path: str, now: dt.datetime) -> int:
@@ -248,9 +253,7 @@ class _Pump:
 
     def _stop(self, status: str, reason: str) -> None:
         self.stopped = True
-        with self.store.begin() as connection:
-            connection.execute(update(sends).where(sends.c.id == self.send_id, sends.c.status == "sending")
-                               .values(status=status, status_reason=reason))
+        transition(self.store, self.send_id, status, reason, only_from=("sending",))
 
 
 def _take_over(store: Store, send_id: int, me: str, *, provider_name: str, idempotent: bool) -> None:
