@@ -6,19 +6,21 @@ checked and rescheduled when it changes (the older scheduled send is cancelled
 and says why). A draft that fails its checks is not scheduled: the problems go
 to the log and to the staff, once per version of the draft. What an operator
 cancelled, and what was already sent or missed, stays as it is until the draft
-changes.
+changes. A draft folder whose files are unchanged since the last tick is not
+looked at again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import select
 
 from pipeline import send
-from pipeline.build import build_edition
+from pipeline.build import output_folder, write_edition
 from pipeline.checks import check_edition
 from pipeline.config import Settings
 from pipeline.draft import DRAFT_FILE, read_draft
@@ -32,12 +34,32 @@ from pipeline.when import localise
 log = logging.getLogger("newsletter.schedule")
 
 
-def pick_up_drafts(store: Store, settings: Settings, reported: set[tuple[str, str]]) -> None:
+@dataclass
+class DraftWatch:
+    """What the runner remembers between ticks: each draft folder's files as last looked at, and the
+    problems already reported, so an unchanged draft is not rendered or reported again every tick."""
+
+    reported: set[tuple[str, str]] = field(default_factory=set)
+    looked_at: dict[Path, tuple[tuple[str, int, int], ...]] = field(default_factory=dict)
+
+    def changed(self, folder: Path) -> bool:
+        files = tuple(sorted((str(path), stat.st_mtime_ns, stat.st_size) for path in folder.rglob("*")
+                             if path.is_file() and (stat := path.stat())))
+        if self.looked_at.get(folder) == files:
+            return False
+        self.looked_at[folder] = files
+        return True
+
+
+def pick_up_drafts(store: Store, settings: Settings, watch: DraftWatch) -> None:
     """Schedule new or changed drafts that carry ``send_at``; report those that cannot be."""
     folder = settings.paths.drafts
     if not folder.is_dir():
         return
+    reported = watch.reported
     for draft_folder in sorted(path for path in folder.iterdir() if (path / DRAFT_FILE).is_file()):
+        if not watch.changed(draft_folder):
+            continue
         try:
             _pick_up(store, settings, draft_folder, reported)
         except NewsletterError as exc:
@@ -73,8 +95,9 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
     if latest is not None and latest.status == "scheduled":
         send.transition(store, latest.id, "cancelled", "replaced by a newer version of the draft",
                         only_from=("scheduled",))
-    build = build_edition(folder, settings)
-    send_id = send.create_send(store, settings, build.edition, built_path=str(build.folder), status="scheduled",
+    built = output_folder(settings, edition.name)
+    write_edition(edition, built)  # the edition already rendered above: no second render
+    send_id = send.create_send(store, settings, edition, built_path=str(built), status="scheduled",
                                scheduled_at=at, draft_path=str(folder.resolve()),
                                timezone=settings.publication.timezone)
     log.info("send %s: %s scheduled from its send_at for %s UTC", send_id, edition.name, f"{at:%Y-%m-%d %H:%M}")

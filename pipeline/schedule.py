@@ -23,6 +23,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -32,9 +33,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select, update
 
 from pipeline import send
-from pipeline.build import build_edition
+from pipeline.build import Build, build_edition
 from pipeline.checks import check_edition
 from pipeline.config import Settings
+from pipeline.dropped import DraftWatch, pick_up_drafts
 from pipeline.errors import NewsletterError, ScheduleError
 from pipeline.logs import format_counts
 from pipeline.notices import notify_staff
@@ -62,15 +64,18 @@ class ScheduledLine:
 # ---------------------------------------------------------------- the calendar
 
 
-def schedule_draft(store: Store, settings: Settings, folder: Path, at: dt.datetime, *, timezone: str,
-                   override_reason: str | None = None) -> int:
-    """Schedule the (already checked) draft in ``folder`` for ``at``; it is rebuilt and re-checked then."""
+def require_future(at: dt.datetime, tz: ZoneInfo) -> None:
     if at <= utcnow():
-        raise ScheduleError(f"{describe(at, zone(timezone))} is in the past")
-    build = build_edition(folder, settings)
+        raise ScheduleError(f"{describe(at, tz)} is in the past")
+
+
+def schedule_build(store: Store, settings: Settings, build: Build, at: dt.datetime, *, timezone: str,
+                   override_reason: str | None = None) -> int:
+    """Schedule an (already checked) build for ``at``; its draft is rebuilt and re-checked then."""
+    require_future(at, zone(timezone))
     return send.create_send(store, settings, build.edition, built_path=str(build.folder), status="scheduled",
                             scheduled_at=at.astimezone(dt.UTC), override_reason=override_reason,
-                            draft_path=str(folder.resolve()), timezone=timezone)
+                            draft_path=str(build.edition.draft.folder.resolve()), timezone=timezone)
 
 
 def move(store: Store, send_id: int, at: dt.datetime) -> None:
@@ -185,7 +190,7 @@ class Runner:
     def __init__(self, store: Store, settings: Settings):
         self.store, self.settings = store, settings
         self.stopping = threading.Event()
-        self.reported: set[tuple[str, str]] = set()  # (draft, problem) already reported to staff
+        self.drafts = DraftWatch()
         self.scheduler = BackgroundScheduler(
             jobstores={"default": SharedJobStore(engine=store.engine, tablename=JOBS_TABLE),
                        "local": MemoryJobStore()},
@@ -214,9 +219,7 @@ class Runner:
         if self.stopping.is_set():
             return
         try:
-            from pipeline.dropped import pick_up_drafts
-
-            pick_up_drafts(self.store, self.settings, self.reported)
+            pick_up_drafts(self.store, self.settings, self.drafts)
             self._plan()
         except NewsletterError as exc:
             log.error("%s", exc)

@@ -73,21 +73,14 @@ def run_schedule_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _schedule_draft(args: argparse.Namespace, settings: Settings, store: Store, at, tz) -> int:  # type: ignore[no-untyped-def]
     from pipeline import schedule
-    from pipeline.checks import check_edition, require_passing
-    from pipeline.cli import draft_folder
-    from pipeline.draft import read_draft
-    from pipeline.render import render_edition
-    from pipeline.store import utcnow
+    from pipeline.sending_cli import checked_build
     from pipeline.when import describe
 
-    if at <= utcnow():
-        raise ScheduleError(f"{describe(at, tz)} is in the past")
-    folder = draft_folder(args.target, settings)
-    report = check_edition(render_edition(read_draft(folder), settings), settings, offline=args.offline)
-    override = require_passing(report, force=args.force, reason=args.reason)
-    send_id = schedule.schedule_draft(store, settings, folder, at, timezone=tz.key,
+    schedule.require_future(at, tz)  # before the build: a mistyped time fails fast
+    build, override = checked_build(args.target, args, settings)
+    send_id = schedule.schedule_build(store, settings, build, at, timezone=tz.key,
                                       override_reason=override.reason if override else None)
-    print(f"send {send_id}: {folder.name} scheduled for {describe(at, tz)}")
+    print(f"send {send_id}: {build.edition.name} scheduled for {describe(at, tz)}")
     print("it is rebuilt and checked again when it fires; 'newsletter run' must be running then")
     return 0
 

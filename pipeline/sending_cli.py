@@ -73,15 +73,22 @@ def run_send_command(args: argparse.Namespace, settings: Settings) -> int:
     return _run(store, settings, send_id, progress=not args.no_progress)
 
 
-def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import send
+def checked_build(draft: str, args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
+    """Build the draft once and pass it through the check gate (``--offline``, ``--force --reason``);
+    return the build and the override, if any, to record with the send."""
     from pipeline.build import build_edition
     from pipeline.checks import check_edition, require_passing
     from pipeline.cli import draft_folder
 
-    build = build_edition(draft_folder(args.draft, settings), settings)
+    build = build_edition(draft_folder(draft, settings), settings)
     report = check_edition(build.edition, settings, offline=args.offline)
-    override = require_passing(report, force=args.force, reason=args.reason)
+    return build, require_passing(report, force=args.force, reason=args.reason)
+
+
+def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import send
+
+    build, override = checked_build(args.draft, args, settings)
     if args.test:
         addresses = [address.strip() for address in args.test.split(",") if address.strip()]
         outcomes = asyncio.run(send.send_test(settings, build.edition, addresses))
