@@ -26,7 +26,8 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, bindparam, case, exists, func, insert, literal, select, update
@@ -184,18 +185,13 @@ async def run_send(store: Store, settings: Settings, send_id: int, *, provider: 
     batch is claimed: a stopping sender takes no new work and finishes what is
     in flight.
     """
-    own_provider = provider is None
-    provider = provider or make_provider(settings)
     me = runner_name()
-    try:
-        _take_over(store, send_id, me, provider_name=settings.provider.name, idempotent=provider.idempotent)
+    async with _provider(settings, provider) as chosen:
+        _take_over(store, send_id, me, provider_name=settings.provider.name, idempotent=chosen.idempotent)
         mail, edition_name = _mail(store, settings, send_id)
-        pump = _Pump(store, settings, send_id, me, provider, mail, on_progress)
+        pump = _Pump(store, settings, send_id, me, chosen, mail, on_progress)
         await pump.run(f"{settings.publication.base_url}/archive/{edition_name}/", should_stop)
         _finish(store, send_id, me)
-    finally:
-        if own_provider:
-            await provider.aclose()
     return summary(store, send_id)
 
 
@@ -525,24 +521,40 @@ def queued_count(store: Store, send_id: int) -> int:
 async def send_test(settings: Settings, edition: Edition, addresses: list[str], *,
                     provider: Provider | None = None) -> list[Outcome]:
     """Send the edition to a few addresses, subject prefixed [TEST]; not recorded as the edition's send."""
-    label = f"test-{utcnow():%Y%m%dT%H%M%S}"
+    base = settings.publication.base_url
+    return await send_direct(settings, label=f"test-{utcnow():%Y%m%dT%H%M%S}", subject=f"[TEST] {edition.subject}",
+                             html=edition.email_html, text=edition.email_txt, addresses=addresses,
+                             unsubscribe_url=f"{base}/u/test", view_url=f"{base}/archive/{edition.name}/",
+                             provider=provider)
+
+
+async def send_direct(settings: Settings, *, label: str, subject: str, html: str, text: str, addresses: list[str],
+                      unsubscribe_url: str, view_url: str, provider: Provider | None = None) -> list[Outcome]:
+    """One batch straight to the provider, outside the delivery log (test sends, staff notices)."""
     publication = settings.publication
-    mail = Mail(label=label, subject=f"[TEST] {edition.subject}", html=edition.email_html, text=edition.email_txt,
-                sender=publication.from_, reply_to=publication.reply_to, list_id=messages.list_id(settings))
+    mail = Mail(label=label, subject=subject, html=html, text=text, sender=publication.from_,
+                reply_to=publication.reply_to, list_id=messages.list_id(settings))
     recipients = tuple(
         messages.recipient(settings, label=label, delivery_id=number, email=address, name="",
-                           unsubscribe_url=f"{publication.base_url}/u/test",
-                           view_url=f"{publication.base_url}/archive/{edition.name}/")
+                           unsubscribe_url=unsubscribe_url, view_url=view_url)
         for number, address in enumerate(addresses, start=1)
     )
-    own_provider = provider is None
-    provider = provider or make_provider(settings)
+    async with _provider(settings, provider) as chosen:
+        return await chosen.send(Batch(id=uuid.uuid4().hex, mail=mail, recipients=recipients))
+
+
+@asynccontextmanager
+async def _provider(settings: Settings, given: Provider | None) -> AsyncIterator[Provider]:
+    """The provider given, or one made from the settings and closed afterwards."""
+    if given is not None:
+        yield given
+        return
+    made = make_provider(settings)
     try:
-        return await provider.send(Batch(id=uuid.uuid4().hex, mail=mail, recipients=recipients))
+        yield made
     finally:
-        if own_provider:
-            await provider.aclose()
+        await made.aclose()
 
 
 __all__ = ["Recipient", "SendSummary", "cancel_send", "create_send", "pause_send", "queued_count", "requeue",
-           "run_send", "send_test", "summary"]
+           "run_send", "send_direct", "send_test", "summary"]
