@@ -22,6 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
+from pipeline.providers import check_name
 
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 SECRET_ENV = "NEWSLETTER_SECRET"
@@ -119,6 +120,18 @@ class Checks(_Section):
     compat_ignore: tuple[str, ...] = ()  # caniemail feature ids the template uses on purpose
 
 
+class Send(_Section):
+    """How a sender owns the send it sends.
+
+    A send is owned by one sender's lease, renewed every third of
+    ``lease_seconds`` while that sender lives; another may take the send over
+    only once the lease has expired, so after a crash a send can be resumed
+    that long after its sender died.
+    """
+
+    lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
 class Schedule(_Section):
     """How ``newsletter run`` fires scheduled sends."""
 
@@ -149,7 +162,7 @@ class Provider(_Section):
     ``password_env``), never the secret itself.
     """
 
-    name: Literal["outbox", "postmark", "sendgrid", "mailgun", "resend", "smtp"] = "outbox"
+    name: str = "outbox"  # a name in pipeline.providers.PROVIDERS
     base_url: str | None = None  # default: the provider's real API host
     api_key_env: str | None = None  # e.g. "POSTMARK_SERVER_TOKEN"
     batch_size: int = Field(default=100, ge=1, le=1000)  # capped by each provider's own limit
@@ -168,6 +181,7 @@ class Provider(_Section):
     password_env: str | None = None  # SMTP: the variable holding the password
 
     _base = field_validator("base_url")(lambda value: None if value is None else _check_url(value))
+    _name = field_validator("name")(check_name)
 
 
 class Settings(_Section):
@@ -178,6 +192,7 @@ class Settings(_Section):
     checks: Checks = Checks()
     database: Database = Database()
     provider: Provider = Provider()
+    send: Send = Send()
     schedule: Schedule = Schedule()
     notify: Notify = Notify()
     source: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)

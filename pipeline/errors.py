@@ -8,6 +8,7 @@
     ├── StoreError         the database cannot be opened or used
     ├── SubscriberError    a subscriber file or address cannot be used
     ├── SendError          a send cannot start, resume or change state
+    │   └── SendBusy           another sender holds the send's lease
     ├── ScheduleError      a time or a schedule cannot be used
     ├── ProviderError      the mail provider refused or failed
     │   ├── ProviderRejected     it refused the request as invalid (400, 413, 422): not retried
@@ -22,6 +23,7 @@ command line prints it as it is and exits with ``exit_code``.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 
@@ -64,6 +66,15 @@ class SubscriberError(NewsletterError):
 
 class SendError(NewsletterError):
     """A send cannot be started, resumed, paused or cancelled as asked."""
+
+
+class SendBusy(SendError):
+    """Another sender owns the send: its lease has not expired."""
+
+    def __init__(self, send_id: int, runner: str, until: dt.datetime):
+        self.send_id, self.runner, self.until = send_id, runner, until
+        super().__init__(f"send {send_id} is being sent by {runner} (its lease runs until {until:%H:%M:%S} UTC, "
+                         "and is renewed while that sender lives); it can be resumed once that sender stops")
 
 
 class ScheduleError(NewsletterError):

@@ -1,88 +1,23 @@
-"""The delivery log staff read: a line per send, and a line per recipient of a send."""
+"""The delivery log staff read, written out: a line per send, and a line per recipient of a send.
+
+The lines come from ``store/reports.py``; here they become a table, JSON or CSV.
+"""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import TextIO
 
-from sqlalchemy import func, or_, select
+from pipeline.store.reports import DeliveryLine, SendLine, delivery_lines, send_lines
+from pipeline.store.states import DeliveryStatus
 
-from pipeline.errors import SendError
-from pipeline.store import Store
-from pipeline.store.tables import deliveries, editions, sends
-
-STATUS_ORDER = ("queued", "sending", "sent", "failed", "uncertain", "suppressed", "skipped", "cancelled")
-
-
-@dataclass(frozen=True, kw_only=True)
-class SendLine:
-    """One send: its edition, when it ran, and its deliveries counted by status."""
-
-    id: int
-    edition: str
-    status: str
-    reason: str
-    created: dt.datetime
-    started: dt.datetime | None
-    finished: dt.datetime | None
-    counts: dict[str, int]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DeliveryLine:
-    """What happened to one recipient of a send."""
-
-    email: str
-    status: str
-    attempts: int
-    provider_message_id: str | None
-    error: str | None
-    queued: dt.datetime
-    updated: dt.datetime
-    sent: dt.datetime | None
-
-
-def send_lines(store: Store) -> list[SendLine]:
-    """Every send, newest first."""
-    with store.read() as connection:
-        rows = connection.execute(
-            select(sends.c.id, editions.c.name, sends.c.status, sends.c.status_reason, sends.c.created_at,
-                   sends.c.started_at, sends.c.finished_at)
-            .join(editions, editions.c.id == sends.c.edition_id).order_by(sends.c.id.desc())).all()
-        counts: dict[int, dict[str, int]] = {}
-        for send_id, status, count in connection.execute(
-                select(deliveries.c.send_id, deliveries.c.status, func.count())
-                .group_by(deliveries.c.send_id, deliveries.c.status)):
-            counts.setdefault(send_id, {})[status] = int(count)
-    return [SendLine(id=row.id, edition=row.name, status=row.status, reason=row.status_reason or "",
-                     created=row.created_at, started=row.started_at, finished=row.finished_at,
-                     counts=counts.get(row.id, {})) for row in rows]
-
-
-def delivery_lines(store: Store, send_id: int, *, status: str | None = None,
-                   search: str | None = None) -> Iterator[DeliveryLine]:
-    """The recipients of a send, in the order they were queued; streamed, never all in memory."""
-    with store.begin() as connection:
-        if connection.scalar(select(sends.c.id).where(sends.c.id == send_id)) is None:
-            raise SendError(f"no send {send_id} (see 'newsletter logs')")
-    query = select(deliveries).where(deliveries.c.send_id == send_id).order_by(deliveries.c.id)
-    if status:
-        query = query.where(deliveries.c.status == status)
-    if search:
-        pattern = f"%{search.lower()}%"
-        query = query.where(or_(func.lower(deliveries.c.email).like(pattern),
-                                func.lower(func.coalesce(deliveries.c.error_text, "")).like(pattern),
-                                func.lower(func.coalesce(deliveries.c.provider_message_id, "")).like(pattern)))
-    with store.read() as connection:
-        for row in connection.execution_options(yield_per=1000).execute(query):
-            error = " ".join(part for part in (row.error_class, row.error_text) if part) or None
-            yield DeliveryLine(email=row.email, status=row.status, attempts=row.attempts,
-                               provider_message_id=row.provider_message_id, error=error, queued=row.queued_at,
-                               updated=row.updated_at, sent=row.sent_at)
+STATUS_ORDER = tuple(DeliveryStatus)
+__all__ = ["DeliveryLine", "SendLine", "delivery_lines", "format_counts", "send_lines", "send_table",
+           "write_deliveries", "write_sends"]
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -103,14 +38,31 @@ def send_table(lines: list[SendLine]) -> str:
     return "\n".join([header, *rows])
 
 
-def _plain(line: DeliveryLine) -> dict[str, object]:
+def _plain(line: DeliveryLine | SendLine) -> dict[str, object]:
     data = asdict(line)
-    for key in ("queued", "updated", "sent"):
-        data[key] = data[key].isoformat() if data[key] else None
+    for key, value in data.items():
+        if isinstance(value, dt.datetime):
+            data[key] = value.isoformat()
     return data
 
 
-def write_deliveries(lines: Iterable[DeliveryLine], fmt: str, out: io.TextIOBase) -> int:
+def write_sends(lines: list[SendLine], fmt: str, out: TextIO) -> None:
+    """Write the send lines as a table, a JSON array or CSV (the counts a column per status)."""
+    if fmt == "table":
+        out.write(send_table(lines) + "\n")
+    elif fmt == "json":
+        out.write(json.dumps([_plain(line) for line in lines], ensure_ascii=False, indent=2) + "\n")
+    else:
+        writer = csv.writer(out)
+        writer.writerow(["id", "edition", "status", "reason", "created", "started", "finished", *STATUS_ORDER])
+        for line in lines:
+            plain = _plain(line)
+            writer.writerow([plain[key] for key in ("id", "edition", "status", "reason", "created", "started",
+                                                    "finished")] + [line.counts.get(status, 0)
+                                                                    for status in STATUS_ORDER])
+
+
+def write_deliveries(lines: Iterable[DeliveryLine], fmt: str, out: TextIO) -> int:
     """Write the delivery lines as a table, a JSON array or CSV, streaming; return how many."""
     count = 0
     writer = None

@@ -1,11 +1,11 @@
 """Per-recipient messages: placeholders filled, unsubscribe links signed, headers set.
 
 The edition is compiled once; here each recipient only gets their own values:
-their name (HTML-escaped in the HTML part), a signed unsubscribe URL
-(``<base_url>/u/<token>``, the token an HMAC over subscriber and send made with
-itsdangerous) and the view-in-browser URL. Every message carries
+their name (HTML-escaped in the HTML part), an unsubscribe URL
+(``<base_url>/u/<token>``, the token an opaque seal of subscriber and send, see
+``tokens.py``) and the view-in-browser URL. Every message carries
 ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` (RFC 8058 one-click),
-``List-Id`` and a stable ``Message-ID``.
+``List-Id`` and a ``Message-ID`` unique to its delivery.
 """
 
 from __future__ import annotations
@@ -15,25 +15,16 @@ from email.utils import parseaddr
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from itsdangerous import BadSignature, URLSafeSerializer
-
-from pipeline import placeholders
+from pipeline import placeholders, tokens, urls
 from pipeline.config import Settings
 from pipeline.errors import SendError
-from pipeline.providers import Mail, Recipient
-
-_SALT = "unsubscribe"
+from pipeline.mail import Mail, Recipient
 
 
-def _serializer(settings: Settings) -> URLSafeSerializer:
+def _secret(settings: Settings) -> str:
     if settings.secret is None:
         raise SendError("no signing secret for unsubscribe links: set NEWSLETTER_SECRET or NEWSLETTER_SECRET_FILE")
-    return _serializer_for(settings.secret.get_secret_value())
-
-
-@lru_cache(maxsize=4)  # a send signs a token per recipient with the same secret
-def _serializer_for(secret: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret, salt=_SALT)
+    return settings.secret.get_secret_value()
 
 
 @lru_cache(maxsize=64)  # the publication's few addresses, parsed once rather than twice per recipient
@@ -42,17 +33,14 @@ def _bare_address(value: str) -> str:
 
 
 def unsubscribe_token(settings: Settings, subscriber_id: int, send_id: int) -> str:
-    """A signed token naming the subscriber and the send they unsubscribe from."""
-    return _serializer(settings).dumps([subscriber_id, send_id])
+    """An opaque token naming the subscriber and the send they unsubscribe from."""
+    return tokens.seal(_secret(settings), "unsubscribe", subscriber_id, send_id)
 
 
 def read_unsubscribe_token(settings: Settings, token: str) -> tuple[int, int] | None:
     """(subscriber id, send id) of a genuine token; None for a forged or damaged one."""
-    try:
-        subscriber_id, send_id = _serializer(settings).loads(token)
-    except (BadSignature, ValueError, TypeError):
-        return None
-    return int(subscriber_id), int(send_id)
+    found = tokens.unseal(_secret(settings), "unsubscribe", token, 2)
+    return None if found is None else (found[0], found[1])
 
 
 def sender_domain(settings: Settings) -> str:
@@ -73,21 +61,23 @@ def _list_id(publication: str, base_url: str, sender: str) -> str:
     return f'"{name}" <{slug}.{host}>'
 
 
-def message_id(settings: Settings, label: str, delivery_id: int) -> str:
-    """A Message-ID stable for one delivery, so a retried delivery is recognisably the same message."""
-    digest = hashlib.sha256(f"{settings.publication.base_url}|{label}|{delivery_id}".encode()).hexdigest()[:16]
-    return f"<{label}.{delivery_id}.{digest}@{sender_domain(settings)}>"
+def message_id(settings: Settings, label: str, delivery_id: int, nonce: str) -> str:
+    """A Message-ID for one delivery: stable across its retries, so a retried delivery is recognisably the same
+    message, and unique to its send by ``nonce`` (random per send), so a fresh or restored database never
+    reuses one for other mail (Gmail drops a message whose id it has seen)."""
+    digest = hashlib.sha256(f"{nonce}|{settings.publication.base_url}|{label}|{delivery_id}".encode()).hexdigest()
+    return f"<{label}.{delivery_id}.{digest[:16]}@{sender_domain(settings)}>"
 
 
 def recipient(settings: Settings, *, label: str, delivery_id: int, email: str, name: str, unsubscribe_url: str,
-              view_url: str) -> Recipient:
+              view_url: str, nonce: str) -> Recipient:
     """A recipient with their values and the headers every message must carry."""
     sender = _bare_address(settings.publication.reply_to or settings.publication.from_)
     headers = {
         "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{sender}?subject=unsubscribe>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "List-Id": list_id(settings),
-        "Message-ID": message_id(settings, label, delivery_id),
+        "Message-ID": message_id(settings, label, delivery_id, nonce),
     }
     values = {
         placeholders.NAME: name.strip() or placeholders.NAME_FALLBACK,
@@ -101,3 +91,18 @@ def personalise(mail: Mail, person: Recipient) -> tuple[str, str]:
     """(html, text) of one recipient's message."""
     return (placeholders.fill(mail.html, person.values, escape=True),
             placeholders.fill(mail.text, person.values, escape=False))
+
+
+def direct_recipient(settings: Settings, *, label: str, delivery_id: int, email: str, view_url: str, nonce: str,
+                     notice: bool) -> Recipient:
+    """A recipient of a test send or a staff notice: not a subscriber, so no list headers; a notice is
+    ``Auto-Submitted: auto-generated`` (RFC 3834). The unsubscribe link of an edition's body leads home."""
+    headers = {"Message-ID": message_id(settings, label, delivery_id, nonce)}
+    if notice:
+        headers["Auto-Submitted"] = "auto-generated"
+    values = {
+        placeholders.NAME: placeholders.NAME_FALLBACK,
+        placeholders.UNSUBSCRIBE_URL: urls.home(settings),
+        placeholders.VIEW_URL: view_url,
+    }
+    return Recipient(delivery_id=delivery_id, email=email, name="", values=values, headers=headers)

@@ -22,7 +22,7 @@ from email.policy import SMTP
 from email.utils import formataddr, formatdate
 
 from pipeline import placeholders
-from pipeline.providers import Mail, Recipient
+from pipeline.mail import Mail, Recipient
 
 _TEXT_MARK = "newsletter-text-part-goes-here"
 _HTML_MARK = "newsletter-html-part-goes-here"

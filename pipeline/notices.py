@@ -1,8 +1,8 @@
 """Staff notices: held, missed and failed sends, and each send's summary, mailed and logged.
 
 Notices go through the configured provider to the ``[notify] staff``
-addresses; a notice that cannot be delivered is logged, never raised: a
-failing notice must not stop the scheduler.
+addresses, marked ``Auto-Submitted: auto-generated``; a notice that cannot be
+delivered is logged, never raised: a failing notice must not stop the scheduler.
 """
 
 from __future__ import annotations
@@ -12,28 +12,28 @@ import html
 import logging
 import uuid
 
+from pipeline import urls
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError
-from pipeline.send import send_direct
+from pipeline.send.direct import send_direct
 from pipeline.store import utcnow
 
 log = logging.getLogger("newsletter.notices")
 
 
-def notify_staff(settings: Settings, subject: str, body: str) -> bool:
+async def notify(settings: Settings, subject: str, body: str) -> bool:
     """Mail ``subject`` and ``body`` to the staff; True if every address was accepted."""
     log.info("notice: %s: %s", subject, body.replace("\n", " | "))
     staff = settings.notify.staff
     if not staff:
         return True
-    base = settings.publication.base_url
     text = f"{body}\n\n-- \n{settings.publication.name} newsletter pipeline\n"
     try:
-        outcomes = asyncio.run(send_direct(
+        outcomes = await send_direct(
             settings, label=f"notice-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
             subject=f"[{settings.publication.name}] {subject}", text=text,
             html=f"<!doctype html><html><body><pre>{html.escape(text)}</pre></body></html>",
-            addresses=list(staff), unsubscribe_url=f"{base}/", view_url=f"{base}/"))
+            addresses=list(staff), view_url=urls.home(settings), notice=True)
     except NewsletterError as exc:
         log.error("the notice %r could not be sent: %s", subject, exc)
         return False
@@ -41,3 +41,8 @@ def notify_staff(settings: Settings, subject: str, body: str) -> bool:
     for outcome in failed:
         log.error("the notice %r was not accepted for a staff address: %s", subject, outcome.error_text)
     return not failed
+
+
+def notify_staff(settings: Settings, subject: str, body: str) -> bool:
+    """``notify`` from the scheduler's threads, which have no event loop of their own."""
+    return asyncio.run(notify(settings, subject, body))

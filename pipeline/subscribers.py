@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, Connection, Insert, Row, and_, bindparam, exists, func, select, true
+from sqlalchemy import ColumnElement, Connection, Insert, Row, and_, bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.errors import SubscriberError
 from pipeline.store import Store, utcnow
+from pipeline.store.audience import TAG, tag_filter
 from pipeline.store.tables import SUBSCRIBER_STATUSES, subscribers, suppressions
 
 COLUMNS = ("email", "name", "tags", "status")
@@ -35,7 +36,6 @@ INACTIVE = tuple(status for status in SUBSCRIBER_STATUSES if status != "active")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual", "provider")
 MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
-TAG = re.compile(r"[A-Za-z0-9_-]+")
 CHUNK = 1000  # lines looked up and written per statement during an import
 YIELD_PER = 500  # rows fetched at a time when listing
 OUTCOMES = ("added", "updated", "unchanged", "kept_unsubscribed")
@@ -109,20 +109,6 @@ def tags_of(stored: str) -> tuple[str, ...]:
 
 def stored_tags(tags: Iterable[str]) -> str:
     return ";" + "".join(f"{tag};" for tag in tags)
-
-
-def _tag(tag: str) -> str:
-    if not TAG.fullmatch(tag.strip()):
-        raise SubscriberError(f"invalid tag {tag!r}: a tag has only letters, digits, '_' and '-'")
-    return tag.strip().lower()
-
-
-def tag_filter(tag: str | None) -> ColumnElement[bool]:
-    """Subscribers with this tag (case-insensitive; everyone when None), as a Core expression."""
-    if tag is None:
-        return true()
-    # autoescape: '_' is a tag character but a LIKE wildcard.
-    return subscribers.c.tags.contains(f";{_tag(tag)};", autoescape=True)
 
 
 # Import ------------------------------------------------------------------------------------------------------

@@ -80,3 +80,15 @@ def run_cli(capsys: pytest.CaptureFixture[str]):
 
 def chromium_available() -> bool:
     return Path(os.environ.get("NEWSLETTER_CHROMIUM", "/usr/bin/chromium")).exists()
+
+
+def sender_died(store, send_id: int, *, runner: str = "elsewhere:1:dead") -> None:  # type: ignore[no-untyped-def]
+    """Make ``send_id`` look owned by a sender on another machine whose lease ran out a minute ago."""
+    import datetime as dt
+
+    from pipeline.store import utcnow
+    from pipeline.store.tables import sends
+
+    with store.begin() as connection:
+        connection.execute(sends.update().where(sends.c.id == send_id).values(
+            runner=runner, lease_until=utcnow() - dt.timedelta(minutes=1)))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cli import _parser
+from pipeline.cli import parser as _parser
 
 from .conftest import ROOT, SAMPLE
 

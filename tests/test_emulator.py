@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.emulator import add_emulator_command, run_emulator_in_thread
-from pipeline.emulator.command import instructions
+from pipeline.cli.emulator import add_commands as add_emulator_command
+from pipeline.cli.emulator import instructions
+from pipeline.emulator import run_emulator_in_thread
 from pipeline.emulator.server import EmulatorHandle
 
 KEY = "emulator-key"

@@ -10,11 +10,12 @@ from typing import ClassVar
 import pytest
 
 from pipeline import send
-from pipeline.errors import ProviderAmbiguous, ProviderAuthError, ProviderUnavailable
-from pipeline.providers import Batch, Outcome
-from pipeline.ratelimit import TokenBucket
+from pipeline.errors import ProviderAmbiguous, ProviderAuthError, ProviderUnavailable, SendError
+from pipeline.mail import Batch, Outcome
+from pipeline.send.ratelimit import TokenBucket
 from pipeline.store import Store
 
+from .conftest import sender_died
 from .test_send import _audience, _edition, _many, _start
 
 
@@ -78,7 +79,7 @@ def test_consecutive_failed_batches_pause_the_send(project: Path, settings, stor
                                         provider=provider))
     assert summary.status == "paused" and "after 3 failed batches in a row" in summary.reason
     assert summary.counts == {"failed": 15, "queued": 25}
-    assert send.requeue(store, send_id, statuses=("failed",), error_class="transient") == 15
+    assert send.retry_failed(store, send_id) == 15
 
 
 def test_an_ambiguous_batch_is_uncertain_the_rest_sent(project: Path, settings, store: Store) -> None:
@@ -137,9 +138,7 @@ def test_an_idempotent_providers_batch_in_flight_is_handed_over_again_unchanged(
     with pytest.raises(_Crash):
         asyncio.run(send.run_send(store, settings, send_id, provider=crashing))
     lost = crashing.batches[1]
-    with store.begin() as connection:  # the dead runner's heartbeat is long gone
-        connection.execute(send.sends.update().values(heartbeat_at=send.utcnow() - send.RUNNER_STALE * 2,
-                                                      runner="elsewhere:1"))
+    sender_died(store, send_id)
     survivor = Idempotent()
     summary = asyncio.run(send.run_send(store, settings, send_id, provider=survivor))
     assert summary.counts == {"sent": 12} and not summary.uncertain
@@ -152,5 +151,5 @@ def test_an_idempotent_providers_batch_in_flight_is_handed_over_again_unchanged(
 def test_resuming_with_another_provider_is_refused(project: Path, settings, store: Store) -> None:
     _audience(store, project, _many(2))
     send_id = _start(store, settings, _edition(project, settings))
-    with pytest.raises(send.SendError, match="was started with the outbox provider"):
+    with pytest.raises(SendError, match="was started with the outbox provider"):
         asyncio.run(send.run_send(store, _with(settings, name="resend"), send_id, provider=Recording()))

@@ -30,8 +30,9 @@ from pipeline.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from pipeline.mail import Batch, Mail, Recipient
 from pipeline.messages import personalise
-from pipeline.providers import PROVIDERS, Batch, Mail, Recipient, make_provider
+from pipeline.providers import PROVIDERS, make_provider
 from pipeline.providers import postmark as postmark_module
 from pipeline.providers.http import USER_AGENT, ApiKey, RetryPolicy, make_client, post, wait_from_headers
 from pipeline.providers.mailgun import MailgunProvider
@@ -61,7 +62,7 @@ def make_batch(settings: Settings, count: int = 3, *, html: str = HTML, batch_id
     mail = Mail(label="42", subject="The Test Report, March", html=html, text=TEXT, sender=settings.publication.from_,
                 reply_to=settings.publication.reply_to, list_id=messages.list_id(settings))
     people = tuple(
-        messages.recipient(settings, label="42", delivery_id=100 + n, email=f"reader{n}@example.net",
+        messages.recipient(settings, label="42", nonce="0f1e2d3c", delivery_id=100 + n, email=f"reader{n}@example.net",
                            name=NAMES[n % len(NAMES)], unsubscribe_url=f"https://report.example.org/u/tok{n}?a=1&b={n}",
                            view_url="https://report.example.org/archive/march/")
         for n in range(count))

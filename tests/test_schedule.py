@@ -72,8 +72,8 @@ def _schedule_in(project: Path, settings, store: Store, seconds: float) -> dt.da
 def _big_send_under_way(project: Path, settings, store: Store) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     """A runner part-way through sending the sample to 1,500 readers in batches of 5."""
     path = project / "newsletter.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 5'),
-                    encoding="utf-8")
+    text = path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 5')
+    path.write_text(text + "\n[send]\nlease_seconds = 1\n", encoding="utf-8")  # a killed sender's lease ends soon
     _audience(store, project, _many(1500))
     runner = _spawn(project, "run")
     _schedule_in(project, settings, store, 1)

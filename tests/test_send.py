@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import email
 import email.policy
 import os
@@ -20,14 +21,14 @@ from sqlalchemy import func, select
 from pipeline import send
 from pipeline.build import build_edition
 from pipeline.config import Settings, load_settings
-from pipeline.errors import ChecksFailed, SendError
+from pipeline.errors import ChecksFailed, SendBusy, SendError
+from pipeline.mail import Batch, Outcome
 from pipeline.messages import read_unsubscribe_token
-from pipeline.providers import Batch, Outcome
-from pipeline.store import Store
+from pipeline.store import Store, utcnow
 from pipeline.store.tables import deliveries, sends
 from pipeline.subscribers import import_subscribers, unsubscribe
 
-from .conftest import SAMPLE, SECRET, write_draft
+from .conftest import SAMPLE, SECRET, sender_died, write_draft
 
 FRONT = "subject: Hello {{ name }}\npreheader: A test\ndate: 2024-03-01"
 BODY = ("Dear {{ name }},\n\nA [link](https://www.ft.com/).\n\n[SIGNOFF]\n\nJoe\n\n"
@@ -128,7 +129,8 @@ def test_an_active_send_blocks_another(project: Path, settings: Settings, store:
     _audience(store, project, _many(3))
     built = _edition(project, settings)
     send_id = _start(store, settings, built)
-    with pytest.raises(SendError, match=f"already has send {send_id} \\(sending\\): use --resume {send_id}"):
+    with pytest.raises(SendError, match=f"already has send {send_id} \\(sending\\): resume it with 'send --resume "
+                                        f"{send_id}'"):
         _start(store, settings, built)
 
 
@@ -166,13 +168,11 @@ def test_rows_in_flight_at_a_crash_become_uncertain_without_idempotency(project:
     with pytest.raises(Crash):
         asyncio.run(send.run_send(store, settings, send_id, provider=provider))
     assert _rows(store, send_id) == {"sent": 2, "sending": 2, "queued": 2}
-    with store.begin() as connection:  # a runner on another machine whose heartbeat stopped two minutes ago
-        connection.execute(sends.update().values(runner="elsewhere:1",
-                                                 heartbeat_at=send.utcnow() - send.RUNNER_STALE * 2))
+    sender_died(store, send_id)
     summary = asyncio.run(send.run_send(store, settings, send_id, provider=_Fine()))
     assert summary.counts == {"sent": 4, "uncertain": 2}
     assert summary.uncertain == ("reader00002@example.net", "reader00003@example.net")
-    assert send.requeue(store, send_id, statuses=("uncertain",)) == 2
+    assert send.resend_uncertain(store, send_id) == 2
     summary = asyncio.run(send.run_send(store, settings, send_id, provider=_Fine()))
     assert summary.counts == {"sent": 6} and summary.status == "sent"
 
@@ -187,10 +187,10 @@ class _Fine(CrashingProvider):
 def test_a_live_runner_is_not_replaced(project: Path, settings: Settings, store: Store) -> None:
     _audience(store, project, _many(2))
     send_id = _start(store, settings, _edition(project, settings))
-    with store.begin() as connection:  # our parent process holds it, and beat its heartbeat just now
-        connection.execute(sends.update().values(runner=f"{send.socket.gethostname()}:{os.getppid()}",
-                                                 heartbeat_at=send.utcnow()))
-    with pytest.raises(SendError, match="is being sent by another process"):
+    with store.begin() as connection:  # another sender holds it, and renewed its lease just now
+        connection.execute(sends.update().values(runner="elsewhere:1:alive",
+                                                 lease_until=utcnow() + dt.timedelta(seconds=60)))
+    with pytest.raises(SendBusy, match="is being sent by elsewhere:1:alive"):
         asyncio.run(send.run_send(store, settings, send_id))
 
 
@@ -260,9 +260,17 @@ def _spawn(project: Path, *args: str) -> subprocess.Popen[bytes]:
 
 
 def _small_batches(project: Path) -> None:
+    """Batches of 7, and a lease of a second: a killed sender's send can be taken over a second later."""
     path = project / "newsletter.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 7'),
-                    encoding="utf-8")
+    text = path.read_text(encoding="utf-8").replace('name = "outbox"', 'name = "outbox"\nbatch_size = 7')
+    path.write_text(text + "\n[send]\nlease_seconds = 1\n", encoding="utf-8")
+
+
+def _wait_for_the_lease_to_expire(store: Store, send_id: int) -> None:
+    with store.begin() as connection:
+        until = connection.scalar(select(sends.c.lease_until).where(sends.c.id == send_id))
+    if until is not None:
+        time.sleep(max(0.0, (until - utcnow()).total_seconds()) + 0.05)
 
 
 def _assert_exactly_once(project: Path, store: Store, send_id: int, audience: int) -> None:
@@ -304,6 +312,7 @@ def test_sigkill_at_a_random_moment_then_resume(project: Path, settings: Setting
     assert send_id is not None
     before = _rows(store, send_id)
     assert before.get("sent", 0) < audience, f"the kill came after the send finished: {before}"
+    _wait_for_the_lease_to_expire(store, send_id)
     resumed = _spawn(project, "send", "--resume", str(send_id), "--no-progress")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode in (0, 2), err.decode()

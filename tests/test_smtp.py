@@ -28,7 +28,7 @@ from pipeline import messages
 from pipeline.build import build_edition
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError, ProviderAuthError, ProviderUnavailable
-from pipeline.providers import Batch, Mail, Outcome
+from pipeline.mail import Batch, Mail, Outcome
 from pipeline.providers.smtp import SmtpProvider, _queue_id
 
 from .conftest import SAMPLE
@@ -183,7 +183,7 @@ def unsubscribe_url(settings: Settings, number: int) -> str:
 
 
 def batches(settings: Settings, mail: Mail, count: int, size: int = 100, start: int = 1) -> list[Batch]:
-    people = [messages.recipient(settings, label=mail.label, delivery_id=number, name=f"Reader {number}",
+    people = [messages.recipient(settings, label=mail.label, nonce="0f1e2d3c", delivery_id=number, name=f"Reader {number}",
                                  email=f"reader{number:04d}@example.net",
                                  unsubscribe_url=unsubscribe_url(settings, number),
                                  view_url=f"{settings.publication.base_url}/archive/{SAMPLE}/")
@@ -241,7 +241,7 @@ def test_500_recipients_over_starttls_arrive_once_each_over_few_connections(
         assert parts["From"].addresses[0].addr_spec == "report@example.org"
         assert f"<{url}>" in parts["List-Unsubscribe"]
         assert parts["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"  # RFC 8058
-        assert parts["Message-ID"] == messages.message_id(settings, mail.label, number)
+        assert parts["Message-ID"] == messages.message_id(settings, mail.label, number, "0f1e2d3c")
         assert url in parts.get_body(("html",)).get_content()
         assert url in parts.get_body(("plain",)).get_content()
 

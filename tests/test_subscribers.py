@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, literal, select
 
+from pipeline.cli.subscribers import add_commands as add_subscriber_commands
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError, SubscriberError
 from pipeline.store import Store, utcnow
@@ -26,7 +27,6 @@ from pipeline.subscribers import (
     list_subscribers,
     unsubscribe,
 )
-from pipeline.subscribers_cli import add_subscriber_commands
 
 from .conftest import ROOT
 

@@ -31,21 +31,19 @@ In tests and benchmarks::
 
 The modules: ``state`` (records, faults, idempotency keys), ``common`` (schemas, bodies,
 addresses, keys), one module per provider, ``app`` (routes and fault injection),
-``server`` (threads and the foreground server), ``command`` (the CLI command).
+``server`` (threads and the foreground server). The command is ``pipeline/cli/emulator.py``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.emulator.command import add_emulator_command
-
 if TYPE_CHECKING:
     from pipeline.emulator.app import create_app
     from pipeline.emulator.server import EmulatorHandle, run_emulator_in_thread
     from pipeline.emulator.state import DEFAULT_KEY, PROVIDERS, Emulator
 
-__all__ = ["DEFAULT_KEY", "PROVIDERS", "Emulator", "EmulatorHandle", "add_emulator_command", "create_app",
+__all__ = ["DEFAULT_KEY", "PROVIDERS", "Emulator", "EmulatorHandle", "create_app",
            "run_emulator_in_thread"]
 
 _LAZY = {"create_app": "app", "EmulatorHandle": "server", "run_emulator_in_thread": "server",

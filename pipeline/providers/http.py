@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formataddr, parsedate_to_datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -46,7 +46,7 @@ from pipeline.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from pipeline.providers import Outcome, Recipient
+from pipeline.mail import Outcome, Recipient
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,10 @@ class HttpProvider:
         self.policy = policy or RetryPolicy.from_settings(settings)
         self._owns_client = client is None
         self.client = client if client is not None else make_client(settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: httpx.AsyncClient | None = None) -> Self:
+        return cls(settings, client)
 
     def default_url(self, settings: Settings) -> str:
         """The provider's real API host, used when ``[provider] base_url`` is not set."""

@@ -31,7 +31,7 @@ import httpx
 from pipeline import placeholders
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
-from pipeline.providers import Batch, Mail, Outcome, Recipient
+from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.providers.http import (
     LIST_HEADERS,
     HttpProvider,

@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import ClassVar
 
+from pipeline.config import Settings
+from pipeline.mail import Batch, Outcome, Recipient
 from pipeline.mime import MessageTemplate
-from pipeline.providers import Batch, Outcome, Recipient
 
 
 class OutboxProvider:
@@ -26,6 +27,10 @@ class OutboxProvider:
     name: ClassVar[str] = "outbox"
     idempotent: ClassVar[bool] = True
     max_batch: ClassVar[int] = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: object = None) -> OutboxProvider:
+        return cls(settings.paths.outbox)
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import httpx
 
 from pipeline.config import Settings
+from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
-from pipeline.providers import Batch, Mail, Outcome, Recipient
 from pipeline.providers.http import HttpProvider, RetryPolicy, address, list_headers, post, read_json, send_parts
 
 MAX_MESSAGES = 500

@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
-from pipeline.providers import Batch, Mail, Outcome, Recipient
 from pipeline.providers.http import HttpProvider, address, chunks, list_headers, post, read_json, send_parts
 
 MAX_EMAILS = 100

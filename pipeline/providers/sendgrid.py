@@ -26,7 +26,7 @@ from email.utils import parseaddr
 from typing import Any, ClassVar
 
 from pipeline import placeholders
-from pipeline.providers import Batch, Mail, Outcome, Recipient
+from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.providers.http import (
     HttpProvider,
     chunks,

@@ -68,8 +68,8 @@ from pydantic import SecretStr
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, ProviderAuthError, ProviderError, ProviderUnavailable
+from pipeline.mail import Batch, Outcome, Recipient
 from pipeline.mime import MessageTemplate
-from pipeline.providers import Batch, Outcome, Recipient
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ class SmtpProvider:
         self._refused: ProviderAuthError | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, ssl_context: ssl.SSLContext | None = None) -> SmtpProvider:
+    def from_settings(cls, settings: Settings, client: object = None, *,
+                      ssl_context: ssl.SSLContext | None = None) -> SmtpProvider:
         """The relay of ``[provider]``; ConfigError names the missing key or environment variable."""
         provider = settings.provider
         if not provider.host:

@@ -1,7 +1,7 @@
 """Every table of the pipeline, in one place (SQLAlchemy Core; SQLite and PostgreSQL).
 
-Timestamps are timezone-aware and stored as UTC. Statuses are small sets with
-explicit transitions (``send.py``): a delivery row only ever moves forward.
+Timestamps are timezone-aware and stored as UTC. Statuses are the enums of
+``states.py``, changed only through its table of moves.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SUBSCRIBER_STATUSES = ("active", "unsubscribed", "bounced", "complained")
-SEND_STATUSES = ("draft", "scheduled", "sending", "paused", "sent", "cancelled", "failed", "held", "missed")
-DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "uncertain", "suppressed", "skipped", "cancelled")
+from pipeline.store.states import DeliveryStatus, SendStatus, SubscriberStatus
+
+SUBSCRIBER_STATUSES = tuple(SubscriberStatus)
+SEND_STATUSES = tuple(SendStatus)
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -95,10 +97,13 @@ sends = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Column("status_reason", Text, nullable=False, default=""),
     Column("override_reason", Text, nullable=True),  # why an edition with failed checks was sent anyway
-    Column("runner", String(200), nullable=True),  # host:pid of the process sending it, while it lives
-    Column("heartbeat_at", UTCDateTime, nullable=True),
+    # The sender that owns it (host:pid:id) until lease_until; renewed while that sender lives.
+    Column("runner", String(200), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
     Column("draft_path", Text, nullable=True),  # a scheduled send is rebuilt from its draft when it fires
     Column("timezone", String(64), nullable=True),  # the zone its time was given in, for people reading it
+    Column("nonce", String(32), nullable=True),  # random: makes its Message-IDs unique to this send
+    Column("queued_at", UTCDateTime, nullable=True),  # when its audience got its rows (a scheduled one: on firing)
 )
 
 deliveries = Table(

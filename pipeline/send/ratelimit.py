@@ -13,10 +13,8 @@ import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import insert, select, update
-
 from pipeline.store import Store, utcnow
-from pipeline.store.tables import rate_limits
+from pipeline.store.limits import take_tokens
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -40,17 +38,6 @@ class TokenBucket:
         return wait
 
     def _take_now(self, count: int) -> float:
-        now = self.clock()
-        with self.store.begin() as connection:
-            row = connection.execute(select(rate_limits.c.tokens, rate_limits.c.updated_at)
-                                     .where(rate_limits.c.provider == self.provider).with_for_update()).first()
-            if row is None:
-                tokens = self.capacity
-                connection.execute(insert(rate_limits).values(provider=self.provider, tokens=0.0, updated_at=now))
-            else:
-                elapsed = max((now - row.updated_at).total_seconds(), 0.0)
-                tokens = min(self.capacity, row.tokens + elapsed * self.rate)
-            tokens -= count
-            connection.execute(update(rate_limits).where(rate_limits.c.provider == self.provider)
-                               .values(tokens=tokens, updated_at=now))
+        tokens = take_tokens(self.store, self.provider, count, rate=self.rate, capacity=self.capacity,
+                             now=self.clock())
         return max(-tokens / self.rate, 0.0)

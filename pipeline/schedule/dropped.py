@@ -7,7 +7,8 @@ and says why). A draft that fails its checks is not scheduled: the problems go
 to the log and to the staff, once per version of the draft. What an operator
 cancelled, and what was already sent or missed, stays as it is until the draft
 changes. A draft folder whose files are unchanged since the last tick is not
-looked at again.
+looked at again. A draft that cannot be read at all, whatever the reason, is
+reported once and skipped: it never stops the drafts after it.
 """
 
 from __future__ import annotations
@@ -17,21 +18,22 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
 from pipeline import send
 from pipeline.build import output_folder, write_edition
 from pipeline.checks import check_edition
 from pipeline.config import Settings
 from pipeline.draft import DRAFT_FILE, read_draft
-from pipeline.errors import NewsletterError
+from pipeline.errors import NewsletterError, StoreError
 from pipeline.notices import notify_staff
 from pipeline.render import render_edition
 from pipeline.store import Store, utcnow
-from pipeline.store.tables import editions, sends
+from pipeline.store.calendar import latest_for_draft
+from pipeline.store.sends import move
+from pipeline.store.states import SendStatus
 from pipeline.when import localise
 
 log = logging.getLogger("newsletter.schedule")
+_UNDER_WAY = (SendStatus.SENDING, SendStatus.SENT, SendStatus.PAUSED)
 
 
 @dataclass
@@ -50,6 +52,9 @@ class DraftWatch:
         self.looked_at[folder] = files
         return True
 
+    def forget(self, folder: Path) -> None:
+        self.looked_at.pop(folder, None)
+
 
 def pick_up_drafts(store: Store, settings: Settings, watch: DraftWatch) -> None:
     """Schedule new or changed drafts that carry ``send_at``; report those that cannot be."""
@@ -62,9 +67,13 @@ def pick_up_drafts(store: Store, settings: Settings, watch: DraftWatch) -> None:
             continue
         try:
             _pick_up(store, settings, draft_folder, reported)
-        except NewsletterError as exc:
+        except StoreError:
+            watch.forget(draft_folder)  # the database, not the draft: look again next tick
+            raise
+        except Exception as exc:  # noqa: BLE001 - one broken draft must not stop the others
+            problem = str(exc) if isinstance(exc, NewsletterError) else f"{type(exc).__name__}: {exc}"
             if "send_at" in (draft_folder / DRAFT_FILE).read_text(encoding="utf-8", errors="replace"):
-                _report(settings, reported, draft_folder, str(exc), "the draft with send_at cannot be scheduled")
+                _report(settings, reported, draft_folder, problem, "the draft with send_at cannot be scheduled")
 
 
 def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple[str, str]]) -> None:
@@ -74,10 +83,10 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
     at = draft.meta.send_at
     at = (at if at.tzinfo is not None else localise(at, settings.publication.zone)).astimezone(dt.UTC)
     edition = render_edition(draft, settings)
-    latest = _latest_send(store, folder)
-    if latest is not None and latest.content_hash == edition.content_hash and latest.scheduled_at == at:
+    latest = latest_for_draft(store, folder)
+    if latest is not None and latest.content_hash == edition.content_hash and latest.at == at:
         return  # this version is already scheduled, sent, held, missed or cancelled: nothing new
-    if latest is not None and latest.status in ("sending", "sent", "paused") and latest.name == edition.name:
+    if latest is not None and latest.status in _UNDER_WAY and latest.edition == edition.name:
         if latest.content_hash != edition.content_hash:
             _report(settings, reported, folder, f"changed after send {latest.id} went out; not sent again",
                     "a sent draft changed")
@@ -92,23 +101,13 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
         _report(settings, reported, folder, f"not scheduled, {len(report.errors)} check error(s): {problems}",
                 "a dropped draft failed its checks")
         return
-    if latest is not None and latest.status == "scheduled":
-        send.transition(store, latest.id, "cancelled", "replaced by a newer version of the draft",
-                        only_from=("scheduled",))
+    if latest is not None and latest.status == SendStatus.SCHEDULED:
+        move(store, latest.id, "cancel", "replaced by a newer version of the draft")
     built = output_folder(settings, edition.name)
     write_edition(edition, built)  # the edition already rendered above: no second render
-    send_id = send.create_send(store, settings, edition, built_path=str(built), status="scheduled",
-                               scheduled_at=at, draft_path=str(folder.resolve()),
-                               timezone=settings.publication.timezone)
+    send_id = send.schedule_send(store, settings, edition, built_path=str(built), at=at,
+                                 timezone=settings.publication.timezone)
     log.info("send %s: %s scheduled from its send_at for %s UTC", send_id, edition.name, f"{at:%Y-%m-%d %H:%M}")
-
-
-def _latest_send(store: Store, folder: Path):  # type: ignore[no-untyped-def]
-    with store.read() as connection:
-        return connection.execute(
-            select(sends.c.id, sends.c.status, sends.c.scheduled_at, editions.c.content_hash, editions.c.name)
-            .join(editions, editions.c.id == sends.c.edition_id)
-            .where(sends.c.draft_path == str(folder.resolve())).order_by(sends.c.id.desc()).limit(1)).first()
 
 
 def _report(settings: Settings, reported: set[tuple[str, str]], folder: Path, problem: str, subject: str) -> None:

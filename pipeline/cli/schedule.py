@@ -1,45 +1,55 @@
-"""The ``schedule`` and ``run`` commands: thin wrappers over schedule.py."""
+"""The ``schedule`` and ``run`` commands: thin wrappers over ``schedule``."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as dt
+import json
 import logging
+import sys
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
+from pipeline.cli.common import add_format, add_gate, parse_send_id
 from pipeline.config import Settings
 from pipeline.errors import ScheduleError
 from pipeline.store import Store
 
+if TYPE_CHECKING:
+    from pipeline.schedule import ScheduledLine
+
 ACTIONS = ("list", "cancel", "move")
 
 
-def add_schedule_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     schedule = commands.add_parser(
         "schedule", help="schedule a draft, or list, cancel or move scheduled sends",
         description="newsletter schedule DRAFT --at '2026-12-01 09:00' [--tz ZONE]: check the draft and schedule "
                     "it (it is rebuilt and re-checked when it fires). newsletter schedule list | cancel ID | "
-                    "move ID --at TIME.")
+                    "move ID --at TIME (a held or missed send too: it is scheduled again).")
     schedule.add_argument("target", metavar="DRAFT|list|cancel|move", help="a draft to schedule, or an action")
-    schedule.add_argument("send_id", metavar="ID", nargs="?", type=int, help="the send, for cancel and move")
+    schedule.add_argument("send_id", metavar="ID", nargs="?", type=parse_send_id,
+                          help="the send, for cancel and move")
     schedule.add_argument("--at", metavar="TIME", help="when: 'YYYY-MM-DD HH:MM' in --tz, or with an offset")
     schedule.add_argument("--tz", metavar="ZONE", help="time zone of --at (default: the publication's timezone)")
     schedule.add_argument("--fold", type=int, choices=(0, 1),
                           help="for a time that happens twice (clocks falling back): 0 the first, 1 the second")
-    schedule.add_argument("--offline", action="store_true", help="check gate without requesting links")
-    schedule.add_argument("--force", action="store_true", help="schedule although the checks found errors")
-    schedule.add_argument("--reason", help="why the checks are overridden (recorded with the send)")
+    add_gate(schedule, "schedule")
+    add_format(schedule, "table", "json", "csv")
     schedule.set_defaults(run=run_schedule_command)
 
     run = commands.add_parser(
         "run", help="the scheduler: fire scheduled sends on time, pick up dropped drafts, resume sends",
         description="Run the scheduler until SIGTERM or Ctrl+C: it fires due sends (rebuilt and re-checked), "
                     "schedules drafts dropped with send_at, marks sends later than max_lateness as missed, "
-                    "resumes sends a stopped runner left, and mails staff notices.")
+                    "resumes sends whose sender stopped, and mails staff notices.")
     run.add_argument("--until-idle", action="store_true",
                      help="exit once nothing is scheduled or being sent (for scripts and the demo)")
     run.set_defaults(run=run_scheduler_command)
 
 
-def _when(args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
+def _when(args: argparse.Namespace, settings: Settings) -> tuple[dt.datetime, ZoneInfo]:
     from pipeline.when import parse_when, zone
 
     if not args.at:
@@ -54,7 +64,7 @@ def run_schedule_command(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store.from_settings(settings)
     if args.target == "list":
-        return _print_calendar(schedule.calendar(store, settings))
+        return _print_calendar(schedule.calendar(store, settings), args.format)
     if args.target in ("cancel", "move") and args.send_id is None:
         raise ScheduleError(f"schedule {args.target} needs the send's ID (see 'newsletter schedule list')")
     if args.target == "cancel":
@@ -66,14 +76,15 @@ def run_schedule_command(args: argparse.Namespace, settings: Settings) -> int:
     at, tz = _when(args, settings)
     if args.target == "move":
         schedule.move(store, args.send_id, at)
-        print(f"send {args.send_id} moved to {describe(at, tz)}")
+        print(f"send {args.send_id} scheduled for {describe(at, tz)}")
         return 0
     return _schedule_draft(args, settings, store, at, tz)
 
 
-def _schedule_draft(args: argparse.Namespace, settings: Settings, store: Store, at, tz) -> int:  # type: ignore[no-untyped-def]
+def _schedule_draft(args: argparse.Namespace, settings: Settings, store: Store, at: dt.datetime,
+                    tz: ZoneInfo) -> int:
     from pipeline import schedule
-    from pipeline.sending_cli import checked_build
+    from pipeline.cli.send import checked_build
     from pipeline.when import describe
 
     schedule.require_future(at, tz)  # before the build: a mistyped time fails fast
@@ -85,9 +96,21 @@ def _schedule_draft(args: argparse.Namespace, settings: Settings, store: Store, 
     return 0
 
 
-def _print_calendar(lines) -> int:  # type: ignore[no-untyped-def]
+def _print_calendar(lines: list[ScheduledLine], fmt: str) -> int:
     from pipeline.when import describe, zone
 
+    if fmt != "table":
+        rows = [{"id": line.id, "status": line.status, "at": line.at.isoformat() if line.at else None,
+                 "timezone": line.timezone, "changed": line.changed, "edition": line.edition, "reason": line.reason}
+                for line in lines]
+        if fmt == "json":
+            print(json.dumps(rows, ensure_ascii=False, indent=2))
+        else:
+            writer = csv.DictWriter(sys.stdout, fieldnames=["id", "status", "at", "timezone", "changed", "edition",
+                                                            "reason"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return 0
     if not lines:
         print("nothing scheduled")
         return 0

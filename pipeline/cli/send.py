@@ -1,4 +1,4 @@
-"""The ``send`` and ``logs`` commands: thin wrappers over send.py and logs.py."""
+"""The ``send`` and ``logs`` commands: thin wrappers over ``send`` and ``logs``."""
 
 from __future__ import annotations
 
@@ -6,32 +6,40 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pipeline.build import Build
+from pipeline.checks import Override
+from pipeline.cli.common import add_draft, add_format, add_gate, draft_folder, parse_send_id
 from pipeline.config import Settings
 from pipeline.errors import SendError
 from pipeline.store import Store
+from pipeline.store.sends import SendSummary
+from pipeline.store.states import DeliveryStatus, SendStatus
+
+if TYPE_CHECKING:
+    from pipeline.send import Lease
 
 
-def add_sending_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     send = commands.add_parser(
         "send", help="send an edition now, to test addresses, or resume, pause, cancel or retry a send",
         description="Send a draft to its audience now (after the check gate), or to test addresses; or act on "
                     "an existing send. Every recipient is sent at most once; see the README.")
-    send.add_argument("draft", metavar="DRAFT", nargs="?", help="draft folder, or its name under the drafts folder")
+    add_draft(send, optional=True)
     action = send.add_mutually_exclusive_group(required=True)
     action.add_argument("--now", action="store_true", help="send DRAFT to its audience now")
     action.add_argument("--test", metavar="ADDR[,ADDR]", help="send DRAFT to these addresses only, subject "
                                                               "prefixed [TEST]; not recorded as the edition's send")
-    action.add_argument("--resume", metavar="SEND_ID", type=int, help="continue a send with its queued rows")
-    action.add_argument("--pause", metavar="SEND_ID", type=int, help="stop a send after the batch in flight")
-    action.add_argument("--cancel", metavar="SEND_ID", type=int, help="cancel every row not yet sent")
-    action.add_argument("--retry-failed", metavar="SEND_ID", type=int,
+    action.add_argument("--resume", metavar="SEND_ID", type=parse_send_id,
+                        help="continue a paused, failed or stopped send with its queued rows")
+    action.add_argument("--pause", metavar="SEND_ID", type=parse_send_id, help="stop a send after the batch in flight")
+    action.add_argument("--cancel", metavar="SEND_ID", type=parse_send_id, help="cancel every row not yet sent")
+    action.add_argument("--retry-failed", metavar="SEND_ID", type=parse_send_id,
                         help="queue the transient failures of a send again and send them")
     send.add_argument("--resend-uncertain", action="store_true",
                       help="with --resume: also send the rows whose fate is unknown (they may get it twice)")
-    send.add_argument("--offline", action="store_true", help="check gate without requesting links")
-    send.add_argument("--force", action="store_true", help="send although the checks found errors")
-    send.add_argument("--reason", help="why the checks are overridden (recorded with the send)")
+    add_gate(send, "send")
     send.add_argument("--no-progress", action="store_true", help="no progress bar")
     send.set_defaults(run=run_send_command)
 
@@ -39,10 +47,11 @@ def add_sending_commands(commands: argparse._SubParsersAction) -> None:  # type:
         "logs", help="the delivery log: a line per send, or a line per recipient of one send",
         description="Without SEND_ID: a line per send (edition, started, finished, counts by status). "
                     "With SEND_ID: a line per recipient (email, status, attempts, provider id, error, times).")
-    logs.add_argument("send_id", metavar="SEND_ID", nargs="?", type=int, help="the send to list recipients of")
-    logs.add_argument("--status", help="only recipients with this status (sent, failed, uncertain ...)")
+    logs.add_argument("send_id", metavar="SEND_ID", nargs="?", type=parse_send_id,
+                      help="the send to list recipients of")
+    logs.add_argument("--status", choices=tuple(DeliveryStatus), help="only recipients with this status")
     logs.add_argument("--search", metavar="TEXT", help="only recipients whose address, error or id contains TEXT")
-    logs.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    add_format(logs, "table", "json", "csv")
     logs.set_defaults(run=run_logs_command)
 
 
@@ -64,21 +73,19 @@ def run_send_command(args: argparse.Namespace, settings: Settings) -> int:
         send.cancel_send(store, args.cancel)
         print(f"send {args.cancel} cancelled: nothing more will be sent")
         return _print_summary(send.summary(store, args.cancel))
-    send_id = args.resume if args.resume is not None else args.retry_failed
+    target = args.resume if args.resume is not None else args.retry_failed
     if args.retry_failed is not None:
-        print(f"{send.requeue(store, send_id, statuses=('failed',), error_class='transient')} "
-              "transient failure(s) queued again")
+        print(f"{send.retry_failed(store, target)} transient failure(s) queued again")
     if args.resend_uncertain:
-        print(f"{send.requeue(store, send_id, statuses=('uncertain',))} uncertain row(s) queued again")
-    return _run(store, settings, send_id, progress=not args.no_progress)
+        print(f"{send.resend_uncertain(store, target)} uncertain row(s) queued again")
+    return _run(store, settings, target, progress=not args.no_progress)
 
 
-def checked_build(draft: str, args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
+def checked_build(draft: str, args: argparse.Namespace, settings: Settings) -> tuple[Build, Override | None]:
     """Build the draft once and pass it through the check gate (``--offline``, ``--force --reason``);
     return the build and the override, if any, to record with the send."""
     from pipeline.build import build_edition
     from pipeline.checks import check_edition, require_passing
-    from pipeline.cli import draft_folder
 
     build = build_edition(draft_folder(draft, settings), settings)
     report = check_edition(build.edition, settings, offline=args.offline)
@@ -89,33 +96,37 @@ def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import send
 
     build, override = checked_build(args.draft, args, settings)
+    edition = build.edition
     if args.test:
         addresses = [address.strip() for address in args.test.split(",") if address.strip()]
-        outcomes = asyncio.run(send.send_test(settings, build.edition, addresses))
+        outcomes = asyncio.run(send.send_test(settings, edition_name=edition.name, subject=edition.subject,
+                                              html=edition.email_html, text=edition.email_txt, addresses=addresses))
         for address, outcome in zip(addresses, outcomes, strict=False):
             print(f"  {address}: {outcome.status}{' (' + outcome.error_text + ')' if outcome.error_text else ''}")
         return 0 if all(outcome.status == "sent" for outcome in outcomes) else 1
     store = Store.from_settings(settings)
-    send_id = send.create_send(store, settings, build.edition, built_path=str(build.folder),
-                               override_reason=override.reason if override else None)
-    print(f"send {send_id}: {build.edition.name} to {send.queued_count(store, send_id)} recipient(s)"
+    owner = send.sender_id()
+    send_id = send.create_send(store, settings, edition, built_path=str(build.folder),
+                               override_reason=override.reason if override else None, owner=owner)
+    lease = send.Lease(store, send_id, seconds=settings.send.lease_seconds, owner=owner)
+    print(f"send {send_id}: {edition.name} to {send.queued_count(store, send_id)} recipient(s)"
           + (f" (checks overridden: {override.reason})" if override else ""))
-    return _run(store, settings, send_id, progress=not args.no_progress)
+    return _run(store, settings, send_id, progress=not args.no_progress, lease=lease)
 
 
-def _run(store: Store, settings: Settings, send_id: int, *, progress: bool) -> int:
-    from tqdm import tqdm
+def _run(store: Store, settings: Settings, send_id: int, *, progress: bool, lease: Lease | None = None) -> int:
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
     from pipeline import send
 
     total = send.queued_count(store, send_id)
     with tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or None,
               desc=f"send {send_id}", dynamic_ncols=True) as bar:
-        summary = asyncio.run(send.run_send(store, settings, send_id, on_progress=bar.update))
+        summary = asyncio.run(send.run_send(store, settings, send_id, on_progress=bar.update, lease=lease))
     return _print_summary(summary, settings)
 
 
-def _print_summary(summary, settings: Settings | None = None) -> int:  # type: ignore[no-untyped-def]
+def _print_summary(summary: SendSummary, settings: Settings | None = None) -> int:
     from pipeline.logs import format_counts
 
     print(f"send {summary.send_id}: {summary.status}: {format_counts(summary.counts)}")
@@ -128,8 +139,9 @@ def _print_summary(summary, settings: Settings | None = None) -> int:  # type: i
             print(f"    {email}")
     if settings is not None and settings.provider.name == "outbox":
         print(f"  messages: {Path(settings.paths.outbox) / str(summary.send_id)}")
-    failed = summary.counts.get("failed", 0) + summary.counts.get("uncertain", 0)
-    return 0 if summary.status in ("sent", "paused", "cancelled") and not failed else 1
+    unsent = summary.counts.get(DeliveryStatus.FAILED, 0) + summary.counts.get(DeliveryStatus.UNCERTAIN, 0)
+    settled = summary.status in (SendStatus.SENT, SendStatus.PAUSED, SendStatus.CANCELLED)
+    return 0 if settled and not unsent else 1
 
 
 def run_logs_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,7 +149,7 @@ def run_logs_command(args: argparse.Namespace, settings: Settings) -> int:
 
     store = Store.from_settings(settings)
     if args.send_id is None:
-        print(logs.send_table(logs.send_lines(store)))
+        logs.write_sends(logs.send_lines(store), args.format, sys.stdout)
         return 0
     lines = logs.delivery_lines(store, args.send_id, status=args.status, search=args.search)
     logs.write_deliveries(lines, args.format, sys.stdout)

@@ -1,0 +1,216 @@
+"""Run a send: claim batches of its queued rows and keep them in flight with the provider, under a lease.
+
+    acquire the lease ─▶ claim a batch (sending) ─▶ provider ─▶ settle (sent | failed | uncertain) ─▶ … ─▶ release
+
+The rules that make a send exactly-once across crashes:
+
+- Every audience member got a row when the send was created; nobody is ever
+  skipped without a status (``suppressed`` and ``skipped`` rows say why).
+- A batch is claimed in a transaction (status ``sending``, a batch id,
+  attempts + 1) before it is handed to the provider, and its outcomes are
+  settled in another: a row moves forward only.
+- The send is owned by one sender's lease (``lease.py``), renewed on a timer
+  while it lives; every claim and every outcome write checks it. A sender
+  takes a send over only once the lease has expired.
+- Rows found ``sending`` by a sender taking a send over were in flight when
+  their sender stopped: they are handed over again — as the same batch, under
+  the same id, so the provider recognises its idempotency key — only if the
+  provider honours one; otherwise they become ``uncertain`` and are listed for
+  the operator, who decides with ``--resend-uncertain``. Nobody is ever sent
+  twice by the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from pipeline import messages, urls
+from pipeline.config import Settings
+from pipeline.errors import ProviderAmbiguous, ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
+from pipeline.mail import Batch, Mail, Outcome
+from pipeline.providers import make_provider
+from pipeline.providers.base import Provider
+from pipeline.send.lease import Lease
+from pipeline.send.ratelimit import TokenBucket
+from pipeline.store import Store
+from pipeline.store import sends as db
+from pipeline.store.states import DeliveryStatus
+
+log = logging.getLogger("newsletter.send")
+ProgressHook = Callable[[int], None]
+StopCheck = Callable[[], bool]
+
+
+async def run_send(store: Store, settings: Settings, send_id: int, *, provider: Provider | None = None,
+                   on_progress: ProgressHook | None = None, should_stop: StopCheck = lambda: False,
+                   lease: Lease | None = None) -> db.SendSummary:
+    """Send every queued row of ``send_id`` until none is left, or it is paused, cancelled or stopped.
+
+    With ``lease`` (already held: the send was just created or fired by its
+    owner) the send is continued under it; otherwise the send is acquired (see
+    ``store.sends.acquire``). Up to ``[provider] concurrency`` batches are in
+    flight at once, paced by the token bucket of ``rate_per_second``.
+    ``should_stop`` is asked before each batch is claimed: a stopping sender
+    takes no new work and finishes what is in flight.
+    """
+    async with provider_for(settings, provider) as chosen:
+        if lease is None:
+            lease = Lease(store, send_id, seconds=settings.send.lease_seconds)
+            db.acquire(store, send_id, lease.owner, lease_seconds=lease.seconds, provider=settings.provider.name,
+                       idempotent=chosen.idempotent)
+        lease.keep()
+        try:
+            await _Pump(store, settings, lease, chosen, on_progress).run(should_stop)
+        finally:
+            lease.stop()
+            db.release(store, send_id, lease.owner)
+    return db.summary(store, send_id)
+
+
+class _Pump:
+    """Claims batches and keeps up to ``concurrency`` of them in flight with the provider."""
+
+    def __init__(self, store: Store, settings: Settings, lease: Lease, provider: Provider,
+                 on_progress: ProgressHook | None):
+        self.store, self.settings, self.lease = store, settings, lease
+        self.send_id = lease.send_id
+        self.provider, self.on_progress = provider, on_progress
+        self.bucket = TokenBucket(store, provider.name, settings.provider.rate_per_second)
+        self.batch_size = min(settings.provider.batch_size, provider.max_batch)
+        self.record = db.send_record(store, self.send_id)
+        name, subject, html, text = db.sent_parts(store, self.send_id)
+        publication = settings.publication
+        self.mail = Mail(label=str(self.send_id), subject=subject, html=html, text=text, sender=publication.from_,
+                         reply_to=publication.reply_to, list_id=messages.list_id(settings))
+        self.view_url = urls.edition(settings, name)
+        self.failures_in_a_row = 0
+        self.stopped = False
+
+    async def run(self, should_stop: StopCheck) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        orphans = db.orphaned_batches(self.store, self.send_id)
+        try:
+            while not self.stopped and not self.lease.lost.is_set() and not should_stop():
+                if len(in_flight) >= self.settings.provider.concurrency:
+                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()  # a batch that could not be recorded stops the send here
+                    continue
+                claimed = self._next(orphans)
+                if claimed is None:
+                    break
+                batch = self._batch(claimed)
+                await self.bucket.take(len(batch.recipients))
+                in_flight.add(asyncio.create_task(self._deliver(batch)))
+        finally:
+            if in_flight:  # finish what is in flight, whatever stopped the loop
+                await asyncio.wait(in_flight)
+        for task in in_flight:
+            task.result()
+
+    def _next(self, orphans: list[str]) -> db.Claimed | None:
+        seconds = self.lease.seconds
+        while orphans:
+            claimed = db.reclaim_batch(self.store, self.send_id, self.lease.owner, orphans.pop(0),
+                                       lease_seconds=seconds)
+            if claimed is not None:
+                return claimed
+        return db.claim_batch(self.store, self.send_id, self.lease.owner, self.batch_size, lease_seconds=seconds)
+
+    def _batch(self, claimed: db.Claimed) -> Batch:
+        settings = self.settings
+        recipients = tuple(
+            messages.recipient(settings, label=self.mail.label, delivery_id=row.delivery_id, email=row.email,
+                               name=row.name, nonce=self.record.nonce, view_url=self.view_url,
+                               unsubscribe_url=urls.unsubscribe(settings, messages.unsubscribe_token(
+                                   settings, row.subscriber_id, self.send_id)))
+            for row in claimed.rows
+        )
+        return Batch(id=claimed.batch_id, mail=self.mail, recipients=recipients)
+
+    async def _deliver(self, batch: Batch) -> None:
+        outcomes, error = await hand_over(self.provider, batch)
+        emails = {person.delivery_id: person.email for person in batch.recipients}
+        settled = [db.Settled(delivery_id=outcome.delivery_id, status=DeliveryStatus(outcome.status),
+                              provider_message_id=outcome.provider_message_id, error_class=outcome.error_class,
+                              error_text=outcome.error_text, suppress=outcome.suppress,
+                              email=emails.get(outcome.delivery_id, "")) for outcome in outcomes]
+        if not db.settle(self.store, self.send_id, self.lease.owner, batch.id, settled,
+                         lease_seconds=self.lease.seconds):
+            self.lease.lost.set()
+            log.error("send %s: the lease was lost with batch %s in flight; its %d outcome(s) are not recorded "
+                      "(the sender that took the send over settles those rows)", self.send_id, batch.id,
+                      len(settled))
+            return
+        if self.on_progress is not None:
+            self.on_progress(len(batch.recipients))
+        self._judge(outcomes, error)
+
+    def _judge(self, outcomes: list[Outcome], error: ProviderError | None) -> None:
+        """Stop the send on refused credentials; pause it after too many failed batches in a row."""
+        if isinstance(error, ProviderAuthError):
+            self._stop("fail", f"the provider refused the credentials: {error}")
+        elif error is not None or (outcomes and all(o.status != "sent" for o in outcomes)):
+            self.failures_in_a_row += 1
+            if self.failures_in_a_row >= self.settings.provider.pause_after_failures:
+                self._stop("pause", f"paused after {self.failures_in_a_row} failed batches in a row; last: "
+                                    f"{error or outcomes[-1].error_text}")
+        else:
+            self.failures_in_a_row = 0
+
+    def _stop(self, move: str, reason: str) -> None:
+        self.stopped = True
+        db.move(self.store, self.send_id, move, reason)
+
+
+async def hand_over(provider: Provider, batch: Batch) -> tuple[list[Outcome], ProviderError | None]:
+    """The provider's outcomes, and the error that failed the whole batch if one did.
+
+    What each batch-wide error means for its rows (the exactly-once rules):
+    refused credentials: nothing was accepted, so the rows go back to the
+    queue; unavailable: nothing was accepted, a transient failure; rejected as
+    invalid: permanent failure; no answer after sending (ambiguous): ``uncertain``.
+    """
+    try:
+        outcomes = await provider.send(batch)
+    except asyncio.CancelledError:
+        raise
+    except ProviderAuthError as exc:
+        return _all(batch, "queued", None, str(exc)), exc
+    except ProviderUnavailable as exc:
+        return _all(batch, "failed", "transient", str(exc)), exc
+    except ProviderRejected as exc:
+        return _all(batch, "failed", "permanent", str(exc)), exc
+    except ProviderAmbiguous as exc:
+        return _all(batch, "uncertain", "uncertain", str(exc)), exc
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure is recorded against its rows, never lost
+        error = ProviderError(f"{type(exc).__name__}: {exc}")
+        if provider.idempotent:
+            return _all(batch, "failed", "transient", str(error)), error
+        return _all(batch, "uncertain", "uncertain", str(error)), error
+    answered = {outcome.delivery_id for outcome in outcomes}
+    missing = [Outcome(delivery_id=person.delivery_id, status="uncertain", error_class="uncertain",
+                       error_text="the provider gave no result for this recipient")
+               for person in batch.recipients if person.delivery_id not in answered]
+    return list(outcomes) + missing, None
+
+
+def _all(batch: Batch, status: str, error_class: str | None, text: str) -> list[Outcome]:
+    return [Outcome(delivery_id=person.delivery_id, status=status,  # type: ignore[arg-type]
+                    error_class=error_class, error_text=text) for person in batch.recipients]
+
+
+@asynccontextmanager
+async def provider_for(settings: Settings, given: Provider | None) -> AsyncIterator[Provider]:
+    """The provider given, or one made from the settings and closed afterwards."""
+    if given is not None:
+        yield given
+        return
+    made = make_provider(settings)
+    try:
+        yield made
+    finally:
+        await made.aclose()

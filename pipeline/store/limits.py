@@ -1,0 +1,27 @@
+"""The rate limiter's bucket, one row per provider, shared by every sender on the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline.store import Store
+from pipeline.store.tables import rate_limits
+
+
+def take_tokens(store: Store, provider: str, count: int, *, rate: float, capacity: float, now: dt.datetime) -> float:
+    """Take ``count`` tokens from ``provider``'s bucket (refilled at ``rate`` per second up to ``capacity``,
+    full when first used); the level left, negative when the taker must wait the debt out."""
+    with store.begin() as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(rate_limits).values(provider=provider, tokens=capacity, updated_at=now)
+                           .on_conflict_do_nothing(index_elements=[rate_limits.c.provider]))
+        row = connection.execute(select(rate_limits.c.tokens, rate_limits.c.updated_at)
+                                 .where(rate_limits.c.provider == provider).with_for_update()).one()
+        elapsed = max((now - row.updated_at).total_seconds(), 0.0)
+        tokens = min(capacity, row.tokens + elapsed * rate) - count
+        connection.execute(update(rate_limits).where(rate_limits.c.provider == provider)
+                           .values(tokens=tokens, updated_at=now))
+    return tokens

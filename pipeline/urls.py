@@ -1,0 +1,49 @@
+"""Every public address of the publication, built in one place from ``[publication] base_url``.
+
+The emails link to these and the web routes serve them, so the two cannot drift:
+
+    /u/<token>          unsubscribe (RFC 8058 one-click POST, or a confirmation page)
+    /p/<token>          a subscriber's preferences
+    /confirm/<token>    confirm a signup (double opt-in)
+    /archive/<edition>/ the edition in a browser; /archive/ lists them; /archive/feed.xml
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from pipeline.config import Settings
+
+UNSUBSCRIBE = "/u/"
+PREFERENCES = "/p/"
+CONFIRM = "/confirm/"
+ARCHIVE = "/archive/"
+
+
+def _base(settings: Settings) -> str:
+    return settings.publication.base_url
+
+
+def home(settings: Settings) -> str:
+    return f"{_base(settings)}/"
+
+
+def unsubscribe(settings: Settings, token: str) -> str:
+    return f"{_base(settings)}{UNSUBSCRIBE}{token}"
+
+
+def preferences(settings: Settings, token: str) -> str:
+    return f"{_base(settings)}{PREFERENCES}{token}"
+
+
+def confirm(settings: Settings, token: str) -> str:
+    return f"{_base(settings)}{CONFIRM}{token}"
+
+
+def archive(settings: Settings) -> str:
+    return f"{_base(settings)}{ARCHIVE}"
+
+
+def edition(settings: Settings, name: str) -> str:
+    """The edition's page in the archive: the "view in browser" address."""
+    return f"{_base(settings)}{ARCHIVE}{quote(name)}/"
