@@ -35,7 +35,7 @@ from .conftest import SAMPLE
 
 USER = "newsletter@example.org"
 PASSWORD = "s3cret-Passw0rd-for-the-relay"
-SECRET = "a-test-signing-secret"
+SECRET = "a-test-signing-secret-of-32-bytes-at-least"
 SEND_ID = 7
 
 
