@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import json
@@ -11,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, or_, select
 
+from pipeline.csvcells import DictWriter
 from pipeline.errors import SendError
 from pipeline.store import Store
 from pipeline.store.tables import deliveries, editions, sends
@@ -124,7 +124,7 @@ def write_deliveries(lines: Iterable[DeliveryLine], fmt: str, out: io.TextIOBase
             out.write(("," if count > 1 else "") + "\n  " + json.dumps(_plain(line), ensure_ascii=False))
         elif fmt == "csv":
             if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(_plain(line)))
+                writer = DictWriter(out, fieldnames=list(_plain(line)))  # cells safe for a spreadsheet
                 writer.writeheader()
             writer.writerow(_plain(line))
         else:
