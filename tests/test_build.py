@@ -75,6 +75,13 @@ def _break_template(project: Path) -> None:
     (broken / "email.mjml.j2").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _scripted_svg(project: Path) -> None:
+    folder = write_draft(project, "2024-03-01-bad", "subject: S", "Hi.\n\n![Chart](images/chart.svg)\n")
+    (folder / "images").mkdir()
+    (folder / "images" / "chart.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9">'
+                                                 "<script>alert(1)</script></svg>", encoding="utf-8")
+
+
 def _bad_front(front: str):  # type: ignore[no-untyped-def]
     """Make the draft 2024-03-01-bad with this front matter and a good body."""
     return lambda project: write_draft(project, "2024-03-01-bad", front, GOOD_BODY)
@@ -118,6 +125,7 @@ BAD_DRAFTS = {
                       r"draft.md:2: front-matter key 'subject': nested more than 16 levels deep"),
     "key given twice": (_bad_front("subject: S\ndate: 2024-03-01\nsubject: T"),
                         r"draft.md:4: front-matter key 'subject' is given twice \(lines 2 and 4\)"),
+    "svg with a script": (_scripted_svg, r"draft.md:6: image images/chart.svg has a <script> element"),
     "header in the subject": (_bad_front('subject: "Hi\\r\\nBcc: x@example.net"'),
                               r"draft.md:2: front-matter key 'subject': must be one line without control "
                               r"characters \(found U\+000D\)"),
