@@ -317,7 +317,8 @@ def request_bodies(provider: Any, settings: Any, mail: Any, count: int) -> list[
     from pipeline.providers.http import chunks
 
     base = settings.publication.base_url
-    people = [messages.recipient(settings, label=mail.label, nonce="0f1e2d3c", delivery_id=number, email=subscriber_email(number),
+    people = [messages.recipient(settings, label=mail.label, nonce="0f1e2d3c", delivery_id=number,
+                                 email=subscriber_email(number),
                                  name=subscriber_name(number), view_url=f"{base}/archive/{SAMPLE}/",
                                  unsubscribe_url=f"{base}/u/{messages.unsubscribe_token(settings, number, 1)}")
               for number in range(1, count + 1)]

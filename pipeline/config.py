@@ -2,9 +2,10 @@
 
 Settings come from ``newsletter.toml`` in the current folder, or the file named
 by ``--config PATH`` or ``NEWSLETTER_CONFIG``. Relative paths resolve against the
-folder of that file. Unknown keys and wrong types are errors naming the key.
-Each stage is handed only the slice it needs (``settings.publication``,
-``settings.checks`` ...).
+folder of that file. Unknown keys and wrong types are errors naming the key and
+its line; numbers are strict (``batch_size = true`` is not 1), and the names and
+addresses that reach mail headers must be one line. Each stage is handed only
+the slice it needs (``settings.publication``, ``settings.checks`` ...).
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
 from pipeline.errors import ConfigError
+from pipeline.oneline import one_line
 from pipeline.providers import check_name
 
 CONFIG_ENV = "NEWSLETTER_CONFIG"
@@ -30,10 +33,23 @@ SECRET_FILE_ENV = "NEWSLETTER_SECRET_FILE"
 DEFAULT_CONFIG = "newsletter.toml"
 # Gmail clips a message whose HTML is larger than about 102 KB.
 GMAIL_CLIP_BYTES = 102_000
+MIN_SECRET_BYTES = 32  # the signing secret is an HMAC key: a short one can be guessed
+MAKE_SECRET = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic takes true for 1 in an int or float field; a TOML boolean is never a number.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if {annotation, *get_args(annotation)} & {int, float}:
+                raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
 def _check_url(value: str) -> str:
@@ -44,7 +60,8 @@ def _check_url(value: str) -> str:
 
 
 def _check_address(value: str) -> str:
-    """Accept ``addr@host`` or ``Display Name <addr@host>``."""
+    """Accept ``addr@host`` or ``Display Name <addr@host>``, on one line: it becomes a mail header."""
+    one_line(value)
     match = re.fullmatch(r"\s*(?:(?P<name>[^<>]*?)\s*<(?P<addr>[^<>]+)>|(?P<bare>[^<>\s]+))\s*", value)
     if not match:
         raise ValueError(f"is not an email address: {value!r}")
@@ -69,6 +86,7 @@ class Publication(_Section):
     footer: str = ""
 
     _urls = field_validator("base_url", "asset_base_url")(_check_url)
+    _name = field_validator("name")(one_line)  # the display name of every message's From
 
     @field_validator("from_", "reply_to")
     @classmethod
@@ -245,9 +263,9 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
 
 
 def _secret() -> str | None:
-    """The signing secret from the environment, or from the file it names."""
+    """The signing secret from the environment, or from the file it names; at least MIN_SECRET_BYTES long."""
     if os.environ.get(SECRET_ENV):
-        return os.environ[SECRET_ENV]
+        return _long_enough(os.environ[SECRET_ENV], SECRET_ENV)
     secret_file = os.environ.get(SECRET_FILE_ENV)
     if not secret_file:
         return None
@@ -258,6 +276,15 @@ def _secret() -> str | None:
                           path=secret_file) from None
     if not secret:
         raise ConfigError(f"the secret file named by {SECRET_FILE_ENV} is empty", path=secret_file)
+    return _long_enough(secret, f"the file named by {SECRET_FILE_ENV}", path=secret_file)
+
+
+def _long_enough(secret: str, where: str, *, path: str | None = None) -> str:
+    """``secret`` itself, or a ConfigError that says how long it is (never what it is) and how to make one."""
+    size = len(secret.encode("utf-8"))
+    if size < MIN_SECRET_BYTES:
+        raise ConfigError(f"the signing secret in {where} is {size} bytes long, it needs at least "
+                          f"{MIN_SECRET_BYTES}: make one with {MAKE_SECRET}", path=path)
     return secret
 
 
@@ -269,7 +296,7 @@ def _provider_secret(raw: dict[str, Any]) -> str | None:
     return os.environ.get(variable) or None if isinstance(variable, str) else None
 
 
-def _describe(error: dict[str, Any], key: str) -> str:
+def _describe(error: ErrorDetails, key: str) -> str:
     if error["type"] == "extra_forbidden":
         return f"unknown key {key!r}"
     if error["type"] == "missing":
@@ -281,19 +308,19 @@ def _describe(error: dict[str, Any], key: str) -> str:
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line of the offending key: the key's line inside its [table]."""
+    """Best-effort line of the offending key: the key's line inside its [table], or the [table] itself."""
     names = [str(part) for part in loc if not isinstance(part, int)]
     if not names:
         return None
-    table, key = names[:-1], names[-1]
-    header = re.compile(r"^\s*\[\s*" + re.escape(".".join(table)) + r"\s*\]") if table else None
-    inside = header is None
+    *table, key = names
+    current: list[str] = []  # the table the line is in; [] before the first [table]
     for number, line in enumerate(text.splitlines(), start=1):
-        if header is not None and header.match(line):
-            inside = True
-        elif inside and re.match(r"^\s*\[", line) and header is not None:
-            inside = False
-        elif inside and re.match(r"^\s*" + re.escape(key) + r"\s*=", line):
+        header = _TABLE.match(line)
+        if header:
+            current = [part.strip() for part in header[1].split(".")]
+            if current[: len(names)] == names:  # a whole table, such as an unknown [publicaton]
+                return number
+        elif current == table and re.match(r"^\s*" + re.escape(key) + r"\s*=", line):
             return number
     return None
 
@@ -318,8 +345,8 @@ def describe_settings(settings: Settings) -> str:
             if value is None:
                 del values[key]
             elif isinstance(value, str):
-                secret = any(word in key for word in SECRET_WORDS) and not key.endswith("_env")
-                values[key] = "***" if secret else masked(value)
+                hidden = any(word in key for word in SECRET_WORDS) and not key.endswith("_env")
+                values[key] = "***" if hidden else masked(value)
     secret = "set" if settings.secret is not None else "not set"
     key_env = settings.provider.api_key_env or settings.provider.password_env
     key = f"# provider key (${key_env}): {'set' if settings.provider_secret else 'not set'}\n" if key_env else ""

@@ -29,6 +29,7 @@ from mdit_py_plugins.footnote import footnote_plugin
 
 from pipeline.draft import Draft
 from pipeline.errors import DraftError
+from pipeline.svg import active_content, is_svg_file
 
 BlockKind = Literal["prose", "heading", "source", "quote", "comment", "image"]
 
@@ -271,6 +272,10 @@ def _image(token: Token, draft: Draft, line: int) -> Image:
         raise DraftError(f"image {src!r} is outside the draft folder", path=draft.source, line=line)
     if not file.is_file():
         raise DraftError(f"image file not found: {src}", path=draft.source, line=line)
+    unsafe = active_content(file) if is_svg_file(file) else None
+    if unsafe:
+        raise DraftError(f"image {src} {unsafe}: an SVG that can run code is not published; use PNG or JPEG",
+                         path=draft.source, line=line)
     try:
         width, height = imagesize.get(file)
     except (OSError, ValueError):

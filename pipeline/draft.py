@@ -5,7 +5,10 @@
       images/        optional; referenced from the body as images/x.png
 
 Every problem is a ``DraftError`` naming ``draft.md`` and, where there is one,
-the line: a typo in the front matter must not pass silently.
+the line: a typo in the front matter must not pass silently. The front matter is
+read by a strict YAML loader: a key given twice, a date that does not exist
+(``2024-02-30``) and nesting deeper than any front matter needs are errors, and
+the subject, preheader and author must each be one line (they reach mail headers).
 """
 
 from __future__ import annotations
@@ -18,12 +21,76 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from pipeline.errors import DraftError
+from pipeline.oneline import one_line
+from pipeline.when import out_of_reach
 
 DRAFT_FILE = "draft.md"
 _FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _DATED_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+_TOP_KEY = re.compile(r"^([^\s:#][^:]*?)\s*:")
+MAX_DEPTH = 16  # nesting levels of the front matter; more is a mistake (or an attack on the parser's stack)
+FIRST_LINE = 2  # the line of draft.md where the front matter starts, after the opening ---
+
+
+class _Refused(Exception):
+    """The front-matter loader refuses a node; ``line`` is the node's line in draft.md."""
+
+    def __init__(self, message: str, mark: yaml.Mark, *, key: str | None = None):
+        super().__init__(message)
+        self.line, self.key = mark.line + FIRST_LINE, key
+
+
+class _FrontMatterLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, stricter: no key twice, only real dates, nesting at most MAX_DEPTH deep."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # The composer recurses once per level: a few thousand '[' would exhaust the stack.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                earlier = first.setdefault(key, key_node)
+            except TypeError:  # an unhashable key: SafeConstructor says so
+                continue
+            if earlier is not key_node:
+                raise _twice(key, earlier.start_mark, key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> dt.date | dt.datetime:
+        # PyYAML raises a bare ValueError for 2024-02-30, not a YAMLError.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:
+            raise _Refused(f"{node.value} is not a real date or time ({exc})", node.start_mark) from None
+
+
+def _twice(key: Any, first: yaml.Mark, second: yaml.Mark) -> _Refused:
+    lines = sorted({first.line + FIRST_LINE, second.line + FIRST_LINE})
+    where = f"lines {lines[0]} and {lines[1]}" if len(lines) == 2 else f"line {lines[0]}"
+    if second.column == 0:  # a key of the front matter itself, not of a value nested in it
+        return _Refused(f"front-matter key {key!r} is given twice ({where}): keep one", second, key=str(key))
+    return _Refused(f"{key!r} is given twice ({where}): keep one", second)
+
+
+_FrontMatterLoader.add_constructor("tag:yaml.org,2002:timestamp", _FrontMatterLoader.construct_yaml_timestamp)
 
 
 class FrontMatter(BaseModel):
@@ -44,7 +111,20 @@ class FrontMatter(BaseModel):
     def _subject(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        return value.strip()
+        return value
+
+    @field_validator("subject", "preheader", "author")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return one_line(value.strip())
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: dt.datetime | None) -> dt.datetime | None:
+        reason = None if value is None else out_of_reach(value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
 
     @field_validator("template")
     @classmethod
@@ -123,10 +203,14 @@ def _split_front_matter(text: str, source: Path) -> tuple[str, str, int]:
 
 def _parse_front_matter(front: str, source: Path) -> FrontMatter:
     try:
-        raw = yaml.safe_load(front)
+        raw = yaml.load(front, Loader=_FrontMatterLoader)  # a SafeLoader subclass: no arbitrary objects
+    except _Refused as exc:
+        key = exc.key or _key_at(front, exc.line)
+        message = str(exc) if exc.key or key is None else f"front-matter key {key!r}: {exc}"
+        raise DraftError(message, path=source, line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else None
+        line = mark.line + FIRST_LINE if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DraftError(f"malformed YAML front matter: {problem}", path=source, line=line) from None
     if raw is None:
@@ -141,7 +225,7 @@ def _parse_front_matter(front: str, source: Path) -> FrontMatter:
         raise DraftError(_describe(error, key), path=source, line=_key_line(front, key)) from None
 
 
-def _describe(error: dict[str, Any], key: str) -> str:
+def _describe(error: ErrorDetails, key: str) -> str:
     known = ", ".join(FrontMatter.model_fields)
     if error["type"] == "extra_forbidden":
         return f"unknown front-matter key {key!r} (known: {known})"
@@ -152,10 +236,16 @@ def _describe(error: dict[str, Any], key: str) -> str:
 
 
 def _key_line(front: str, key: str) -> int:
-    for number, line in enumerate(front.splitlines(), start=2):
+    for number, line in enumerate(front.splitlines(), start=FIRST_LINE):
         if re.match(rf"^{re.escape(key)}\s*:", line):
             return number
     return 1
+
+
+def _key_at(front: str, line: int) -> str | None:
+    """The top-level key whose value holds draft.md line ``line``."""
+    keys = [match[1] for text in front.splitlines()[: line - FIRST_LINE + 1] if (match := _TOP_KEY.match(text))]
+    return keys[-1] if keys else None
 
 
 def _edition_date(meta: FrontMatter, folder: Path, source: Path) -> dt.date:

@@ -5,13 +5,13 @@ The lines come from ``store/reports.py``; here they become a table, JSON or CSV.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 from collections.abc import Iterable
 from dataclasses import asdict
 from typing import TextIO
 
+from pipeline.csvcells import DictWriter, Writer
 from pipeline.store.reports import DeliveryLine, SendLine, delivery_lines, send_lines
 from pipeline.store.states import DeliveryStatus
 
@@ -53,7 +53,7 @@ def write_sends(lines: list[SendLine], fmt: str, out: TextIO) -> None:
     elif fmt == "json":
         out.write(json.dumps([_plain(line) for line in lines], ensure_ascii=False, indent=2) + "\n")
     else:
-        writer = csv.writer(out)
+        writer = Writer(out)  # cells safe for a spreadsheet
         writer.writerow(["id", "edition", "status", "reason", "created", "started", "finished", *STATUS_ORDER])
         for line in lines:
             plain = _plain(line)
@@ -76,7 +76,7 @@ def write_deliveries(lines: Iterable[DeliveryLine], fmt: str, out: TextIO) -> in
             out.write(("," if count > 1 else "") + "\n  " + json.dumps(_plain(line), ensure_ascii=False))
         elif fmt == "csv":
             if writer is None:
-                writer = csv.DictWriter(out, fieldnames=list(_plain(line)))
+                writer = DictWriter(out, fieldnames=list(_plain(line)))  # cells safe for a spreadsheet
                 writer.writeheader()
             writer.writerow(_plain(line))
         else:

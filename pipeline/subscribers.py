@@ -5,8 +5,12 @@ updated and each bad one is reported with its line number. A file never makes
 someone active again who unsubscribed, bounced or complained, nor an address in
 ``suppressions``, unless the import is run with ``resubscribe=True``.
 
-Tags are stored sorted as ";tag1;tag2;" (";" when none), so that SQL can pick an
+Tags are stored sorted as ";tag1;tag2;" (``";"`` when none), so that SQL can pick an
 audience with LIKE '%;tag;%' (``audience_filter``).
+
+An export is safe to open in a spreadsheet: a cell that would run as a formula
+gets a leading quote, and an import takes that quote off again (``csvcells``),
+so that an exported file imports back unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, Connection, Insert, Row, and_, bindparam, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pipeline.csvcells import Writer, restored
 from pipeline.errors import SubscriberError
+from pipeline.oneline import breaking_character
 from pipeline.store import Store, utcnow
 from pipeline.store.audience import TAG, tag_filter
 from pipeline.store.tables import SUBSCRIBER_STATUSES, subscribers, suppressions
@@ -152,7 +158,8 @@ class _Lines:
     """The file's lines, decoded one at a time so that a byte that is not UTF-8 is reported with its line."""
 
     def __init__(self, path: Path, binary: BinaryIO):
-        self.path, self.binary, self.number, self.pending = path, binary, 0, []
+        self.path, self.binary, self.number = path, binary, 0
+        self.pending: list[str] = []
 
     def __iter__(self) -> Iterator[str]:
         for raw in self.binary:
@@ -193,7 +200,7 @@ def _header(records: Iterator[tuple[int, list[str], str]], path: Path) -> _Heade
         raise SubscriberError("the file is empty: expected a header such as email,name,tags,status", path=path)
     number, names, _ = first
     columns: dict[str, int] = {}
-    for index, name in enumerate(column.strip() for column in names):
+    for index, name in enumerate(restored(column.strip()) for column in names):
         key = name.lower() if name.lower() in COLUMNS else name
         if not key:
             raise SubscriberError(f"column {index + 1} of the header has no name", path=path, line=number)
@@ -218,11 +225,18 @@ def _checked_address(text: str) -> tuple[str, str]:
     return address, address.lower()
 
 
-def _checked_name(name: str) -> str:
+def _checked_name(cell: str) -> str:
+    """The trimmed name of a name cell.
+
+    Only spaces and tabs at either end are trimmed: any other control character, anywhere, rejects
+    the line (str.strip() alone would silently drop one at the ends, such as U+001F or U+0085).
+    """
+    name = restored(cell.strip())
     if len(name) > MAX_NAME:
         raise _Rejected(f"the name is {len(name)} characters long, the most is {MAX_NAME}")
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        raise _Rejected("the name has a line break or a control character (is a quote left open?)")
+    found = breaking_character(cell.strip(" \t"))
+    if found is not None:
+        raise _Rejected(f"the name has a line break or a control character ({found}; is a quote left open?)")
     return name
 
 
@@ -252,14 +266,17 @@ def _entry(number: int, fields: list[str], header: _Header, seen: dict[str, int]
     if len(fields) > header.width:
         raise _Rejected(f"{len(fields)} fields, the header has {header.width}")
 
+    def cell(index: int | None) -> str:
+        return fields[index] if index is not None and index < len(fields) else ""
+
     def value(index: int | None) -> str:
-        return fields[index].strip() if index is not None and index < len(fields) else ""
+        return restored(cell(index).strip())
 
     email, key = _checked_address(value(header.email))
     if key in seen:
         raise _Rejected(f"duplicate of line {seen[key]}")
     return _Entry(line=number, email=email, key=key,
-                  name=None if header.name is None else _checked_name(value(header.name)),
+                  name=None if header.name is None else _checked_name(cell(header.name)),
                   tags=None if header.tags is None else _checked_tags(value(header.tags)),
                   status=_checked_status(value(header.status)),
                   attributes={name: value(index) for index, name in header.attributes})
@@ -437,9 +454,12 @@ def _attribute_names(connection: Connection, where: ColumnElement[bool]) -> list
 
 
 def export_subscribers(store: Store, out: TextIO, *, tag: str | None = None, status: str | None = None) -> int:
-    """Write subscribers as CSV that ``import_subscribers`` reads back unchanged; return how many."""
+    """Write subscribers as CSV that ``import_subscribers`` reads back unchanged; return how many.
+
+    Cells that a spreadsheet would run as formulas are defused (``csvcells``).
+    """
     where = _listing_filter(tag, status)
-    writer = csv.writer(out, lineterminator="\n")
+    writer = Writer(out, lineterminator="\n")
     count = 0
     with store.read() as connection:
         names = _attribute_names(connection, where)

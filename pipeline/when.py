@@ -5,6 +5,10 @@
 forward) and one that happens twice (the hour repeated when they fall back,
 unless ``fold`` says which) are errors, never silently shifted: a newsletter
 sent an hour early or late is the bug users of other tools report.
+
+A send time must lie between 2000 and ten years from now (``out_of_reach``):
+further ahead is a typo (``9999-12-31``), and near the years 1 and 9999 a
+conversion to UTC or to another zone overflows Python's datetime.
 """
 
 from __future__ import annotations
@@ -15,6 +19,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pipeline.errors import ScheduleError
 
 FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S")
+YEARS_AHEAD = 10  # the furthest a send time may be; beyond it is a typo
+EARLIEST = dt.datetime(2000, 1, 1)  # long past, yet far enough from year 1 for any offset or zone
+
+
+def out_of_reach(moment: dt.datetime, *, now: dt.datetime | None = None) -> str | None:
+    """Why ``moment`` (aware or not) cannot be a send time, or None when it can.
+
+    The wall time is compared, so that the answer never depends on a conversion that
+    could itself overflow; an offset moves it by less than a day.
+    """
+    wall = moment.replace(tzinfo=None)
+    latest = (now or dt.datetime.now(dt.UTC)).replace(tzinfo=None) + dt.timedelta(days=round(365.25 * YEARS_AHEAD))
+    if EARLIEST <= wall <= latest:
+        return None
+    when = f"more than {YEARS_AHEAD} years ahead (a typo?)" if wall > latest else f"before {EARLIEST.year}"
+    return (f"{wall.isoformat(' ', 'minutes')} is {when}: a send time must be between {EARLIEST.year} and "
+            f"{YEARS_AHEAD} years from now")
+
+
+def _within_reach(moment: dt.datetime) -> dt.datetime:
+    reason = out_of_reach(moment)
+    if reason is not None:
+        raise ScheduleError(reason)
+    return moment
 
 
 def zone(name: str) -> ZoneInfo:
@@ -31,12 +59,13 @@ def parse_when(text: str, tz: ZoneInfo, *, fold: int | None = None) -> dt.dateti
     except ValueError:
         raise ScheduleError(f"cannot read the time {text!r}: write it as YYYY-MM-DD HH:MM") from None
     if moment.tzinfo is not None:
-        return moment
+        return _within_reach(moment)
     return localise(moment, tz, fold=fold)
 
 
 def localise(wall: dt.datetime, tz: ZoneInfo, *, fold: int | None = None) -> dt.datetime:
-    """``wall`` as a local time in ``tz``; an error if it does not exist or happens twice."""
+    """``wall`` as a local time in ``tz``; an error if it does not exist, happens twice or is out of reach."""
+    _within_reach(wall)
     early, late = wall.replace(tzinfo=tz, fold=0), wall.replace(tzinfo=tz, fold=1)
     if _round_trip(early) != wall.replace(tzinfo=None) and _round_trip(late) != wall.replace(tzinfo=None):
         raise ScheduleError(f"{wall:%Y-%m-%d %H:%M} does not exist in {tz.key}: the clocks skip that hour "

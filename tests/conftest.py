@@ -37,7 +37,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-SECRET = "a-test-signing-secret"
+SECRET = "a-test-signing-secret-of-32-bytes-at-least"
 
 
 @pytest.fixture

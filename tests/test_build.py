@@ -75,6 +75,18 @@ def _break_template(project: Path) -> None:
     (broken / "email.mjml.j2").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def _scripted_svg(project: Path) -> None:
+    folder = write_draft(project, "2024-03-01-bad", "subject: S", "Hi.\n\n![Chart](images/chart.svg)\n")
+    (folder / "images").mkdir()
+    (folder / "images" / "chart.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9">'
+                                                 "<script>alert(1)</script></svg>", encoding="utf-8")
+
+
+def _bad_front(front: str):  # type: ignore[no-untyped-def]
+    """Make the draft 2024-03-01-bad with this front matter and a good body."""
+    return lambda project: write_draft(project, "2024-03-01-bad", front, GOOD_BODY)
+
+
 BAD_DRAFTS = {
     "missing draft.md": (lambda p: (p / "drafts" / "2024-03-01-bad").mkdir(),
                          r"drafts/2024-03-01-bad/draft.md: missing draft.md"),
@@ -100,6 +112,23 @@ BAD_DRAFTS = {
     "no date": (lambda p: write_draft(p, "undated", "subject: S", GOOD_BODY), r"draft.md:1: no edition date"),
     "bad date": (lambda p: write_draft(p, "2024-03-01-bad", "subject: S\ndate: yesterday", GOOD_BODY),
                  r"draft.md:3: front-matter key 'date'"),
+    "impossible date": (_bad_front("subject: S\ndate: 2024-02-30"),
+                        r"draft.md:3: front-matter key 'date': 2024-02-30 is not a real date"),
+    "impossible send_at": (_bad_front("subject: S\nsend_at: 2024-13-01 09:00:00"),
+                           r"draft.md:3: front-matter key 'send_at': 2024-13-01 09:00:00 is not a real date"),
+    "send_at in year 9999": (_bad_front("subject: S\nsend_at: 9999-12-31 23:59"),
+                             r"draft.md:3: front-matter key 'send_at': 9999-12-31 23:59 is more than 10 years ahead"),
+    "send_at in year 9999 with an offset": (
+        _bad_front("subject: S\nsend_at: 9999-12-31 23:59:00-05:00"),
+        r"draft.md:3: front-matter key 'send_at': 9999-12-31 23:59 is more than 10 years ahead"),
+    "deeply nested": (_bad_front("subject: " + "[" * 5000 + "]" * 5000),
+                      r"draft.md:2: front-matter key 'subject': nested more than 16 levels deep"),
+    "key given twice": (_bad_front("subject: S\ndate: 2024-03-01\nsubject: T"),
+                        r"draft.md:4: front-matter key 'subject' is given twice \(lines 2 and 4\)"),
+    "svg with a script": (_scripted_svg, r"draft.md:6: image images/chart.svg has a <script> element"),
+    "header in the subject": (_bad_front('subject: "Hi\\r\\nBcc: x@example.net"'),
+                              r"draft.md:2: front-matter key 'subject': must be one line without control "
+                              r"characters \(found U\+000D\)"),
 }
 
 

@@ -124,6 +124,21 @@ def test_images_alt_width_size(project: Path, settings: Settings) -> None:
     assert any("images/b.png is 293 KB (over 200 KB)" in m for m in messages)
 
 
+def test_every_svg_image_is_an_error(project: Path, settings: Settings, run_cli) -> None:
+    body = "Lede.\n\n![A chart](images/chart.svg)\n\n![A map](https://maps.example.net/world.SVG?v=2)\n" + SIGNOFF
+    folder = write_draft(project, "2024-03-01-c", FRONT, body)
+    (folder / "images").mkdir()
+    (folder / "images" / "chart.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+                                                 '<rect width="5" height="5"/></svg>', encoding="utf-8")
+    report = check_edition(render_edition(read_draft(folder), settings), settings, offline=True)
+    svg = [m for m in _messages(report, "images", "error") if "SVG" in m]
+    assert svg == ["draft.md:8: image images/chart.svg: SVG is not shown by Gmail or Outlook; use PNG or JPEG",
+                   "draft.md:10: image https://maps.example.net/world.SVG?v=2: SVG is not shown by Gmail or Outlook; "
+                   "use PNG or JPEG"]
+    code, out, err = run_cli("check", "2024-03-01-c", "--offline")
+    assert code == 1 and "SVG is not shown by Gmail or Outlook" in out + err
+
+
 def test_relative_image_and_missing_width_in_a_template(sample: Edition, settings: Settings) -> None:
     html = sample.email_html.replace("</body>", '<img src="logo.png" alt="Logo"></body>')
     report = check_edition(dataclasses.replace(sample, email_html=html), settings, offline=True)

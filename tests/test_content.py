@@ -132,3 +132,52 @@ def test_ordinary_markdown(project: Path, settings: Settings) -> None:
 def test_raw_html_in_a_draft_is_shown_as_text(project: Path, settings: Settings) -> None:
     edition = _edition(project, settings, "<script>alert(1)</script>\n")
     assert "<script>" not in edition.email_html
+
+
+SVG_OPEN = '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="40" height="20">'
+
+
+def _image_draft(project: Path, name: str, content: str) -> Path:
+    folder = write_draft(project, "2024-03-01-c", FRONT, f"Lede.\n\n![A chart](images/{name})\n")
+    (folder / "images").mkdir(exist_ok=True)
+    (folder / "images" / name).write_text(content, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (f"{SVG_OPEN}<script>alert(1)</script></svg>", "has a <script> element"),
+    (f'{SVG_OPEN}<SCRIPT xlink:href="https://evil.example/x.js"/></svg>', "has a <script> element"),
+    (f'{SVG_OPEN}<rect width="5" height="5" onload="alert(1)"/></svg>', r"has an event handler \(onload=\)"),
+    ('<svg xmlns="http://www.w3.org/2000/svg" onLoad="alert(1)"/>', r"has an event handler \(onLoad=\)"),
+    (f"{SVG_OPEN}<foreignObject><p xmlns='http://www.w3.org/1999/xhtml'>hi</p></foreignObject></svg>",
+     "has a <foreignObject> element"),
+    (f'{SVG_OPEN}<a xlink:href="javascript:alert(1)"><rect width="5" height="5"/></a></svg>',
+     r"refers to javascript: \(in href\)"),
+    (f'{SVG_OPEN}<a href=" JAVA&#9;SCRIPT:alert(1)"><rect width="5" height="5"/></a></svg>',
+     r"refers to javascript: \(in href\)"),
+    (f'{SVG_OPEN}<set attributeName="href" to="javascript:alert(1)"/></svg>', r"refers to javascript: \(in to\)"),
+    (f"{SVG_OPEN}<style>a {{ background: url(javascript:alert(1)) }}</style></svg>", "refers to javascript:"),
+    ('<!DOCTYPE svg [<!ENTITY x "&#60;script&#62;alert(1)&#60;/script&#62;">]>'
+     f"{SVG_OPEN}&x;</svg>", "declares a DTD of its own"),
+    ('<?xml-stylesheet href="evil.xsl" type="text/xsl"?>' f"{SVG_OPEN}</svg>", "has an XML processing instruction"),
+    (f"{SVG_OPEN}<rect></svg>", r"is not well-formed SVG \(.*\)"),
+    ("<html><body>not an image</body></html>", r"is not an SVG image"),
+])
+def test_an_svg_that_can_run_code_is_refused_when_the_draft_is_read(project: Path, content: str,
+                                                                     reason: str) -> None:
+    with pytest.raises(DraftError, match=rf"draft.md:7: image images/chart.svg {reason}"):
+        parse_body(read_draft(_image_draft(project, "chart.svg", content)))
+
+
+def test_an_svg_named_as_a_png_is_still_read_as_svg(project: Path) -> None:
+    folder = _image_draft(project, "chart.png", f"\n{SVG_OPEN}<script>alert(1)</script></svg>")
+    with pytest.raises(DraftError, match=r"draft.md:7: image images/chart.png has a <script> element: an SVG that "
+                                         r"can run code is not published; use PNG or JPEG"):
+        parse_body(read_draft(folder))
+
+
+def test_a_plain_svg_is_read(project: Path) -> None:
+    body = parse_body(read_draft(_image_draft(project, "chart.svg", f'{SVG_OPEN}<!-- a chart -->'
+                                                                    '<a xlink:href="#bar"><rect id="bar" width="5" '
+                                                                    'height="5" fill="#0af"/></a></svg>')))
+    assert [(image.src, image.width) for image in body.images] == [("images/chart.svg", 40)]

@@ -35,7 +35,7 @@ from .conftest import SAMPLE
 
 USER = "newsletter@example.org"
 PASSWORD = "s3cret-Passw0rd-for-the-relay"
-SECRET = "a-test-signing-secret"
+SECRET = "a-test-signing-secret-of-32-bytes-at-least"
 SEND_ID = 7
 
 
@@ -183,7 +183,8 @@ def unsubscribe_url(settings: Settings, number: int) -> str:
 
 
 def batches(settings: Settings, mail: Mail, count: int, size: int = 100, start: int = 1) -> list[Batch]:
-    people = [messages.recipient(settings, label=mail.label, nonce="0f1e2d3c", delivery_id=number, name=f"Reader {number}",
+    people = [messages.recipient(settings, label=mail.label, nonce="0f1e2d3c", delivery_id=number,
+                                 name=f"Reader {number}",
                                  email=f"reader{number:04d}@example.net",
                                  unsubscribe_url=unsubscribe_url(settings, number),
                                  view_url=f"{settings.publication.base_url}/archive/{SAMPLE}/")

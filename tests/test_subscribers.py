@@ -215,6 +215,100 @@ def test_export_filters(store: Store) -> None:
                                                "katherine.johnson@example.org,Katherine Johnson,cyber;policy,active"]
 
 
+@pytest.mark.parametrize(("name", "found"), [
+    ("Ada\x00", "U+0000"),
+    ("A\x00da", "U+0000"),
+    ("Ada\x1f", "U+001F"),
+    ("\x1cAda", "U+001C"),
+    ("Ada\x85", "U+0085"),
+    ("Ada\u2028", "U+2028"),
+    ("Ada\x7f", "U+007F"),
+    ("Ada\tLovelace", "U+0009"),
+    ('"Ada\r\nLovelace"', "U+000D"),
+])
+def test_a_control_character_in_a_name_rejects_the_line(store: Store, tmp_path: Path, name: str,
+                                                        found: str) -> None:
+    path = write_csv(tmp_path / "control.csv", ["email,name", "grace@example.org,Grace", f"ada@example.org,{name}"])
+    report = import_subscribers(store, path)
+    assert counts(report) == (1, 0, 0, 0, 1)
+    assert report.rejected[0].line == 3
+    assert report.rejected[0].reason == (f"the name has a line break or a control character ({found}; "
+                                         "is a quote left open?)")
+
+
+def test_spaces_and_tabs_around_a_name_are_trimmed(store: Store, tmp_path: Path) -> None:
+    import_subscribers(store, write_csv(tmp_path / "padded.csv", ["email,name", "ada@example.org,\t Ada Lovelace \t"]))
+    assert by_email(store)["ada@example.org"].name == "Ada Lovelace"
+
+
+def test_cli_import_reports_a_control_character_with_file_and_line(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+    path = write_csv(project / "nul.csv", ["email,name", "ada@example.org,Ada\x00Lovelace"])
+    code, out, err = run("subscribers", "import", str(path))
+    assert code == 1
+    assert err == f"{path}:2: the name has a line break or a control character (U+0000; is a quote left open?)\n"
+
+
+def test_an_internationalised_address_is_imported(store: Store, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "idn.csv", ["email,name", "eve@bücher.de,Eve", "Zoë@Exämple.org,Zoë"])
+    assert counts(import_subscribers(store, path)) == (2, 0, 0, 0, 0)
+    assert set(by_email(store)) == {"eve@bücher.de", "Zoë@exämple.org"}
+
+
+FORMULAS = [  # (name, tags, city) as a file gives them: cells a spreadsheet would run, and quoted ones
+    ("=HYPERLINK(\"https://evil.example\",\"x\")", "policy", "+44 20 7946 0000"),
+    ("-Ada", "-minus", "@home"),
+    ("'Tis Ada", "policy", "'=quoted"),
+    ("''=twice", "policy", "\t=tab"),
+]
+
+
+def _formula_file(tmp_path: Path) -> Path:
+    lines = ["email,name,tags,status,=city"]
+    lines += [f"reader{number}@example.org,{_quoted(name)},{tags},active,{_quoted(city)}"
+              for number, (name, tags, city) in enumerate(FORMULAS)]
+    lines.append("=sum@example.org,Eq,,active,")
+    return write_csv(tmp_path / "formulas.csv", lines)
+
+
+def _quoted(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"'
+
+
+def test_export_defuses_formula_cells_and_import_restores_them(store: Store, tmp_path: Path) -> None:
+    import_subscribers(store, _formula_file(tmp_path))
+    stored = by_email(store)
+    assert stored["reader0@example.org"].name == FORMULAS[0][0]
+    assert stored["reader1@example.org"].tags == ("-minus",)
+    assert stored["reader2@example.org"].name == "'Tis Ada"  # no formula follows the quote: kept
+    assert stored["reader2@example.org"].attributes == {"=city": "=quoted"}  # the quote of a defused cell: off
+    assert stored["reader3@example.org"].name == "'=twice"  # one quote off; the other is the name's own
+    assert stored["reader3@example.org"].attributes == {"=city": "=tab"}  # cells are trimmed on import
+    out = io.StringIO()
+    export_subscribers(store, out)
+    header, *rows_ = list(csv.reader(io.StringIO(out.getvalue())))
+    assert header == ["email", "name", "tags", "status", "'=city"]
+    cells = [cell for row in rows_ for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], cells
+    assert ["'=sum@example.org", "Eq", "", "active", ""] in rows_
+    assert ["reader1@example.org", "'-Ada", "'-minus", "active", "'@home"] in rows_
+    assert ["reader2@example.org", "'Tis Ada", "policy", "active", "'=quoted"] in rows_
+    assert ["reader3@example.org", "''=twice", "policy", "active", "'=tab"] in rows_
+    exported = tmp_path / "exported.csv"
+    exported.write_text(out.getvalue(), encoding="utf-8")
+    assert counts(import_subscribers(store, exported)) == (0, 0, 5, 0, 0)
+    assert by_email(store) == stored
+
+
+def test_cli_list_as_csv_defuses_formula_cells(run, project: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("subscribers", "import", str(_formula_file(tmp_path)))[0] == 0
+    code, out, err = run("subscribers", "list", "--format", "csv")
+    assert code == 0
+    listed = list(csv.reader(io.StringIO(out)))
+    assert ["reader0@example.org", "'" + FORMULAS[0][0], "policy", "active", "'+44 20 7946 0000"] in listed
+    code, out, err = run("subscribers", "export", "--out", "all.csv")
+    assert code == 0 and "'=sum@example.org" in (project / "all.csv").read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "the file is empty"),
     (b"name,tags\nAda,policy\n", "the header has no email column"),

@@ -1,7 +1,8 @@
-"""Image checks: alt text, a declared width, a sensible file size, and a published address.
+"""Image checks: alt text, a declared width, a sensible file size, a published address, no SVG.
 
 A relative ``src`` left in the email would show as a broken image in every
-inbox: local images must be published under ``asset_base_url``.
+inbox: local images must be published under ``asset_base_url``. Gmail and
+Outlook do not show SVG images at all, so every SVG is an error.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from lxml import html as lxml_html
 
 from pipeline.checks.report import Problem
 from pipeline.config import Settings
-from pipeline.content import Body
+from pipeline.content import Body, Image
 from pipeline.render import Edition
+from pipeline.svg import is_svg_address, is_svg_file
 
 _ABSOLUTE = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.IGNORECASE)
 
@@ -24,7 +26,7 @@ def _problem(severity: str, message: str, location: str) -> Problem:
 
 def check_images(edition: Edition, body: Body, settings: Settings) -> list[Problem]:
     """Problems with the images of email.html and the draft's image files."""
-    problems = _files(body, settings)
+    problems = _files(body, settings) + _svg(body)
     lines = {f"{settings.publication.asset_base_url}/{edition.name}/{image.src.lstrip('./')}": image.line
              for image in body.images if image.file is not None}
     lines.update({image.src: image.line for image in body.images if image.file is None})
@@ -71,3 +73,14 @@ def _files(body: Body, settings: Settings) -> list[Problem]:
             problems.append(_problem("warning", f"image {image.src} is {size} KB (over {limit} KB): "
                                                 "slow on mobile data", location))
     return problems
+
+
+def _svg(body: Body) -> list[Problem]:
+    return [_problem("error", f"image {image.src}: SVG is not shown by Gmail or Outlook; use PNG or JPEG",
+                     f"draft.md:{image.line}") for image in body.images if _is_svg(image)]
+
+
+def _is_svg(image: Image) -> bool:
+    if image.file is None:
+        return is_svg_address(image.src)
+    return image.file.is_file() and is_svg_file(image.file)

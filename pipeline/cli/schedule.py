@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import logging
@@ -13,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline.cli.common import add_format, add_gate, parse_send_id
 from pipeline.config import Settings
+from pipeline.csvcells import DictWriter
 from pipeline.errors import ScheduleError
 from pipeline.store import Store
 
@@ -106,7 +106,7 @@ def _print_calendar(lines: list[ScheduledLine], fmt: str) -> int:
         if fmt == "json":
             print(json.dumps(rows, ensure_ascii=False, indent=2))
         else:
-            writer = csv.DictWriter(sys.stdout, fieldnames=["id", "status", "at", "timezone", "changed", "edition",
+            writer = DictWriter(sys.stdout, fieldnames=["id", "status", "at", "timezone", "changed", "edition",
                                                             "reason"])
             writer.writeheader()
             writer.writerows(rows)
