@@ -10,6 +10,10 @@ Body conventions (the README documents them for editors):
   ``Comments:`` (bold or not) is the editor's comment.
 - Paragraphs written in Chinese, Japanese or Korean are marked with their ``lang``.
 
+Content nested deeper than the pipeline can carry to the reader (markdown-it
+drops whatever lies past its ``maxNesting``; HTML parsers past 255 elements) is
+refused with the draft.md line, never cut short.
+
 The parts keep their markdown-it tokens, so the HTML and the plain-text parts
 are both rendered from the same content.
 """
@@ -24,6 +28,7 @@ from typing import Any, Literal
 
 import imagesize
 from markdown_it import MarkdownIt
+from markdown_it.rules_block import StateBlock
 from markdown_it.token import Token
 from mdit_py_plugins.footnote import footnote_plugin
 
@@ -38,10 +43,55 @@ _COMMENT = re.compile(r"^\s*comments?\s*:", re.IGNORECASE)
 _SOURCE_TAIL = re.compile(r"^\s*[–—-]+\s*(?P<outlet>[^\[\]]*?)\s*(?:\[(?P<date>[^\[\]]+)\])?\s*$")
 _MAX_IMAGE_WIDTH = 552  # the content width of the default template
 
+MAX_BLOCK_NESTING = 9  # lists and quotes inside one another
+MAX_INLINE_NESTING = 10  # emphasis, links and strikethrough inside one another
+# markdown-it silently skips everything past maxNesting token levels (a list level is two:
+# list and item). Kept well above what the limits above allow, so the guard always speaks first.
+_PARSER_NESTING = 4 * MAX_BLOCK_NESTING
+_BLOCK_CONTAINERS = {"bullet_list_open": 1, "ordered_list_open": 1, "blockquote_open": 1,
+                     "bullet_list_close": -1, "ordered_list_close": -1, "blockquote_close": -1}
+
 
 def markdown() -> MarkdownIt:
     """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML."""
-    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).use(footnote_plugin)
+    md = MarkdownIt("commonmark", {"html": False, "maxNesting": _PARSER_NESTING})
+    md.enable(["table", "strikethrough"]).use(footnote_plugin)
+    md.block.ruler.before("table", "nesting_guard", _nesting_guard)
+    return md
+
+
+class _TooDeep(Exception):
+    """Raised from inside markdown-it; parse_body turns it into a DraftError with the draft.md line."""
+
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+def _nesting_guard(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
+    """The first block rule, consulted at the start of every block: refuse one nested too deep.
+
+    It claims nothing (returns False), so every other rule runs as before.
+    """
+    # Each list or quote adds one or two token levels: below the limit nothing can be too deep.
+    if state.level > MAX_BLOCK_NESTING:
+        depth = sum(_BLOCK_CONTAINERS.get(token.type, 0) for token in state.tokens)
+        if depth > MAX_BLOCK_NESTING:
+            raise _TooDeep(f"lists and quotes nested {depth} deep; at most {MAX_BLOCK_NESTING} levels", start_line)
+    return False
+
+
+def _check_inline_nesting(tokens: list[Token]) -> None:
+    """Refuse emphasis, links and the like nested too deep, at the line where it happens."""
+    for token in tokens:
+        if token.type != "inline":
+            continue
+        depth, line = 0, token.map[0] if token.map else 0
+        for child in token.children or []:
+            depth += child.nesting
+            line += child.type in ("softbreak", "hardbreak")
+            if depth > MAX_INLINE_NESTING:
+                raise _TooDeep(f"emphasis and links nested {depth} deep; at most {MAX_INLINE_NESTING} levels", line)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +158,11 @@ class Body:
 def parse_body(draft: Draft) -> Body:
     """Split the draft body into lede, sections and sign-off, classifying each block."""
     env: dict[str, Any] = {}
-    tokens = markdown().parse(draft.body, env)
+    try:
+        tokens = markdown().parse(draft.body, env)
+        _check_inline_nesting(tokens)
+    except _TooDeep as exc:
+        raise DraftError(exc.message, path=draft.source, line=draft.body_line + exc.line) from None
     chunks, footnotes = _top_level_chunks(tokens)
     reader = _BodyReader(draft)
     for chunk in chunks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,46 @@ def test_ordinary_markdown(project: Path, settings: Settings) -> None:
 def test_raw_html_in_a_draft_is_shown_as_text(project: Path, settings: Settings) -> None:
     edition = _edition(project, settings, "<script>alert(1)</script>\n")
     assert "<script>" not in edition.email_html
+
+
+def _nested_list(depth: int) -> str:
+    return "".join("  " * level + f"- item{level}\n" for level in range(depth))
+
+
+def _nested_emphasis(depth: int) -> str:
+    marks = ["*", "**", "~~"]
+    opening = "".join(f"{marks[level % 3]}open{level} " for level in range(depth))
+    closing = "".join(f" close{level}{marks[level % 3]}" for level in reversed(range(depth)))
+    return f"{opening}middle{closing}"
+
+
+@pytest.mark.parametrize(("body", "line", "message"), [
+    (_nested_list(10), 14, "lists and quotes nested 10 deep; at most 9 levels"),
+    ("".join("> " * level + f"quote{level}\n" + "> " * level + "\n" for level in range(1, 13)), 23,
+     "lists and quotes nested 10 deep; at most 9 levels"),
+    (f"Before.\n\nA first line,\n{_nested_emphasis(30)}\n", 8, "emphasis and links nested 11 deep; at most 10 levels"),
+])
+def test_content_nested_too_deep_is_refused_at_its_line(project: Path, body: str, line: int, message: str) -> None:
+    with pytest.raises(DraftError, match=rf"draft.md:{line}: {message}$"):
+        _body(project, f"{body}\nAfter.\n\n## Next\n\nMore.\n")
+
+
+@pytest.mark.parametrize("body", [_nested_list(9), _nested_list(10), _nested_list(14), _nested_emphasis(10),
+                                  _nested_emphasis(30), _nested_emphasis(250)])
+def test_an_edition_never_shows_less_than_the_draft(project: Path, settings: Settings, body: str) -> None:
+    """markdown-it skips what lies past its nesting limit and libxml2 past 255 elements: refused, never cut."""
+    words = {*re.findall(r"\w+\d+|middle", body), "After", "More"}
+    try:
+        edition = _edition(project, settings, f"{body}\nAfter.\n\n## Next\n\nMore.\n")
+    except DraftError as exc:
+        assert re.search(r"draft.md:\d+: .* nested \d+ deep; at most \d+ levels$", str(exc))
+        return
+    for shown in (visible_text(edition.email_html), edition.email_txt):
+        assert not words - set(re.findall(r"\w+", shown))
+
+
+def test_check_refuses_a_draft_nested_too_deep(project: Path, run_cli) -> None:
+    write_draft(project, "2024-03-01-deep", FRONT, _nested_list(12) + "\nThe rest of the edition.\n")
+    code, out, err = run_cli("check", "2024-03-01-deep", "--offline")
+    assert code == 2 and out == ""
+    assert err.endswith("draft.md:14: lists and quotes nested 10 deep; at most 9 levels\n"), err

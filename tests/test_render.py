@@ -11,7 +11,9 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.draft import read_draft
+from pipeline.errors import RenderError
 from pipeline.htmltext import visible_text
+from pipeline.inline import inline_css
 from pipeline.render import Edition, render_edition
 
 from .conftest import SAMPLE, write_draft
@@ -116,3 +118,10 @@ def test_build_is_deterministic(settings: Settings, project: Path) -> None:
     first = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
     second = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
     assert first.content_hash == second.content_hash
+
+
+def test_inlining_refuses_html_the_parser_would_cut_short() -> None:
+    """libxml2 drops everything after an element nested 256 deep: an error, not a shorter email."""
+    deep = "<html><body>" + "<b>" * 300 + "x" + "</b>" * 300 + "<p>Unsubscribe</p></body></html>"
+    with pytest.raises(RenderError, match="nests elements too deep"):
+        inline_css(deep)
