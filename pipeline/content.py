@@ -7,7 +7,8 @@ Body conventions (the README documents them for editors):
   line starts the author's closing words, set apart after the last section.
 - ``### [Headline](https://url) – Outlet [February 8th]`` is a source item.
 - ``>`` blockquotes are quoted excerpts; a paragraph beginning ``Comment:`` or
-  ``Comments:`` (bold or not) is the editor's comment.
+  ``Comments:`` (bold or not) is the editor's comment, and a comment of several
+  paragraphs stands between a line ``::: comment`` and a line ``:::``.
 - Paragraphs written in Chinese, Japanese or Korean are marked with their ``lang``.
 
 Content nested deeper than the pipeline can carry to the reader (markdown-it
@@ -30,6 +31,7 @@ import imagesize
 from markdown_it import MarkdownIt
 from markdown_it.rules_block import StateBlock
 from markdown_it.token import Token
+from mdit_py_plugins.container import container_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 
 from pipeline.draft import Draft
@@ -40,6 +42,8 @@ BlockKind = Literal["prose", "heading", "source", "quote", "comment", "image"]
 TOC_MARKER = "[TOC]"
 SIGNOFF_MARKER = "[SIGNOFF]"
 _COMMENT = re.compile(r"^\s*comments?\s*:", re.IGNORECASE)
+_COMMENT_OPEN, _COMMENT_CLOSE = "container_comment_open", "container_comment_close"
+_FENCE = re.compile(r"^[ \t]*:{3,}[ \t]*(?P<name>.*?)[ \t]*$", re.MULTILINE)
 _SOURCE_TAIL = re.compile(r"^\s*[–—-]+\s*(?P<outlet>[^\[\]]*?)\s*(?:\[(?P<date>[^\[\]]+)\])?\s*$")
 _MAX_IMAGE_WIDTH = 552  # the content width of the default template
 
@@ -49,13 +53,15 @@ MAX_INLINE_NESTING = 10  # emphasis, links and strikethrough inside one another
 # list and item). Kept well above what the limits above allow, so the guard always speaks first.
 _PARSER_NESTING = 4 * MAX_BLOCK_NESTING
 _BLOCK_CONTAINERS = {"bullet_list_open": 1, "ordered_list_open": 1, "blockquote_open": 1,
-                     "bullet_list_close": -1, "ordered_list_close": -1, "blockquote_close": -1}
+                     "bullet_list_close": -1, "ordered_list_close": -1, "blockquote_close": -1,
+                     _COMMENT_OPEN: 1, _COMMENT_CLOSE: -1}
 
 
 def markdown() -> MarkdownIt:
     """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML."""
     md = MarkdownIt("commonmark", {"html": False, "maxNesting": _PARSER_NESTING})
     md.enable(["table", "strikethrough"]).use(footnote_plugin)
+    md.use(container_plugin, "comment", validate=lambda params, *_: params.strip().casefold() == "comment")
     md.block.ruler.before("table", "nesting_guard", _nesting_guard)
     return md
 
@@ -237,12 +243,45 @@ class _BodyReader:
 
     def block(self, chunk: list[Token]) -> Block:
         line = self.line_of(chunk[0])
+        fenced = chunk[0].type == _COMMENT_OPEN
+        if fenced:
+            chunk = self.fenced_comment(chunk)
         for token in chunk:
+            if token.type == _COMMENT_OPEN:
+                self.fail("'::: comment' must stand on its own, not inside a list, a quote or a comment", token)
             if token.type == "inline":
+                self.refuse_stray_fence(token)
                 self.check_images(token, self.line_of(token))
         _mark_languages(chunk)
-        kind, source = _classify(chunk)
+        kind, source = ("comment", None) if fenced else _classify(chunk)
         return Block(kind=kind, tokens=tuple(chunk), line=line, source=source)
+
+    def fenced_comment(self, chunk: list[Token]) -> list[Token]:
+        """The paragraphs between ``::: comment`` and ``:::``; a fence left open or holding
+        headings would take in the rest of the edition, so either is an error."""
+        opener, inner = chunk[0], chunk[1:-1]
+        end = opener.map[1] if opener.map else 0
+        lines = self.draft.body.splitlines()
+        closing = _FENCE.fullmatch(lines[end]) if end < len(lines) else None
+        if closing is None or closing["name"]:
+            self.fail("'::: comment' is never closed: end the comment with a line ':::'", opener)
+        if not inner:
+            self.fail("'::: comment' is empty", opener)
+        for index, token in enumerate(inner):
+            if token.type == "heading_open" or _marker(inner[index : index + 3]):
+                self.fail("a comment cannot hold a heading or a marker: close it with ':::' above this line", token)
+        return inner
+
+    def refuse_stray_fence(self, inline: Token) -> None:
+        """A ``:::`` line that opened or closed nothing would show as text: say what is wrong."""
+        fence = _FENCE.search(inline.content)
+        if fence is None:
+            return
+        line = self.line_of(inline) + inline.content.count("\n", 0, fence.start())
+        name = fence["name"]
+        message = (f"unknown block '::: {name}': the one kind is '::: comment'" if name
+                   else "':::' closes a comment, but no '::: comment' is open")
+        raise DraftError(message, path=self.draft.source, line=line)
 
     def check_images(self, inline: Token, line: int) -> None:
         for child in inline.children or []:

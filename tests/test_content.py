@@ -85,6 +85,34 @@ def test_comment_is_a_callout_distinct_from_quotes(project: Path, settings: Sett
     assert "  | Comment: Mine." in edition.email_txt and "> Quoted." in edition.email_txt
 
 
+def test_a_comment_of_several_paragraphs_is_one_callout(project: Path, settings: Settings) -> None:
+    body = ("::: comment\n**Comments:** First.\n\nSecond, with a [link](https://www.ft.com/).\n\n- a list\n:::\n\n"
+            "Not part of it.\n")
+    blocks = _body(project, body).lede
+    assert [block.kind for block in blocks] == ["comment", "prose"]
+    assert [token.type for token in blocks[0].tokens if token.nesting == 1][:2] == ["paragraph_open"] * 2
+    edition = _edition(project, settings, body)
+    callouts = re.findall(r'<td class="comment-cell".*?</td>', edition.email_html, re.DOTALL)
+    assert len(callouts) == 1 and "First." in callouts[0] and "a list" in callouts[0]
+    assert "Not part of it." not in callouts[0]
+    assert ("  | Comments: First.\n  |\n  | Second, with a link [1].\n  |\n  | - a list\n\nNot part of it."
+            in edition.email_txt)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("::: comment\nFirst.\n\n## Next\n\nText.\n", r"draft.md:5: '::: comment' is never closed"),
+    ("::: comment\nFirst.\n\n## Next\n\n:::\n", r"draft.md:8: a comment cannot hold a heading"),
+    ("::: comment\nFirst.\n\n[SIGNOFF]\n:::\n", r"draft.md:8: a comment cannot hold a heading or a marker"),
+    ("::: comment\n:::\n", r"draft.md:5: '::: comment' is empty"),
+    ("First.\n\n:::\n", r"draft.md:7: ':::' closes a comment, but no '::: comment' is open"),
+    ("First.\nSecond line.\n::: note\nThird.\n", r"draft.md:7: unknown block '::: note'"),
+    ("- item\n\n  ::: comment\n  Mine.\n  :::\n", r"draft.md:7: '::: comment' must stand on its own"),
+])
+def test_a_comment_fence_cannot_swallow_or_drop_text(project: Path, body: str, message: str) -> None:
+    with pytest.raises(DraftError, match=message):
+        _body(project, body)
+
+
 def test_commentary_word_inside_text_is_not_a_comment(project: Path) -> None:
     assert _body(project, "No comment: really.\n").lede[0].kind == "prose"
 

@@ -48,6 +48,18 @@ def test_every_line_of_the_seed_is_in_the_text_part(sample: Edition) -> None:
     assert not missing
 
 
+def test_the_sample_comment_of_four_paragraphs_is_one_callout(sample: Edition) -> None:
+    callouts = re.findall(r'<td class="comment-cell".*?</td>', sample.email_html, re.DOTALL)
+    whole = [c for c in callouts if "What’s going on with the bilateral trade totals?" in c]
+    assert len(whole) == 1
+    assert "Russia historically underreports" in whole[0] and "Also notice that Putin" in whole[0]
+    text = sample.email_txt
+    start = text.index("  | Comments: What’s going on")
+    comment = text[start : text.index("\n\n", start)].splitlines()
+    assert all(line.startswith("  |") for line in comment)
+    assert "  | Also notice that Putin characterized ties as at a “historically high" in comment
+
+
 def test_chinese_passages_are_intact_utf8_with_lang(sample: Edition) -> None:
     passage = "习近平强调,双方要密切战略协作,捍卫各自国家主权、安全、发展利益,坚决反对外部势力干涉内政。"
     assert passage in sample.email_html and passage in sample.email_txt and passage in sample.web_html
