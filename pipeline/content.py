@@ -6,6 +6,9 @@ Body conventions (the README documents them for editors):
   table of contents (otherwise it follows the lede); ``[SIGNOFF]`` on its own
   line starts the author's closing words, set apart after the last section.
 - ``### [Headline](https://url) – Outlet [February 8th]`` is a source item.
+- Headings keep a correct outline whatever level the editor typed: h1 is the
+  subject, so a heading is at least h2, and never more than one level below
+  the heading before it (sections are h2, their source items h3).
 - ``>`` blockquotes are quoted excerpts; a paragraph beginning ``Comment:`` or
   ``Comments:`` (bold or not) is the editor's comment, and a comment of several
   paragraphs stands between a line ``::: comment`` and a line ``:::``.
@@ -207,6 +210,7 @@ class _BodyReader:
         self.signoff: list[Block] | None = None
         self.images: list[Image] = []
         self.anchors: set[str] = set()
+        self.outline = 1  # the level of the heading before: h1, the subject, to begin with
 
     def line_of(self, token: Token) -> int:
         return self.draft.body_line + (token.map[0] if token.map else 0)
@@ -222,6 +226,7 @@ class _BodyReader:
             if self.signoff is not None:
                 self.fail("[SIGNOFF] appears twice", first)
             self.signoff = []
+            self.outline = 1
         elif first.type == "heading_open" and first.tag == "h2" and self.signoff is None:
             self.start_section(chunk)
         else:
@@ -235,6 +240,7 @@ class _BodyReader:
         inline = chunk[1]
         title = plain_text(inline.children or []).strip()
         number = len(self.sections) + 1
+        self.outline = 2
         anchor = _unique(f"{number}-{_slug(title)}", self.anchors)
         self.sections.append(
             dict(number=number, title=title, title_tokens=tuple(inline.children or []),
@@ -246,6 +252,7 @@ class _BodyReader:
         fenced = chunk[0].type == _COMMENT_OPEN
         if fenced:
             chunk = self.fenced_comment(chunk)
+        self.place_headings(chunk)
         for token in chunk:
             if token.type == _COMMENT_OPEN:
                 self.fail("'::: comment' must stand on its own, not inside a list, a quote or a comment", token)
@@ -255,6 +262,14 @@ class _BodyReader:
         _mark_languages(chunk)
         kind, source = ("comment", None) if fenced else _classify(chunk)
         return Block(kind=kind, tokens=tuple(chunk), line=line, source=source)
+
+    def place_headings(self, chunk: list[Token]) -> None:
+        """Set each heading's level in the outline: h2 at the least, one below the heading before at the most."""
+        for token in chunk:
+            if token.type == "heading_open":
+                self.outline = max(2, min(int(token.tag[1:]), self.outline + 1))
+            if token.type in ("heading_open", "heading_close"):
+                token.tag = f"h{self.outline}"
 
     def fenced_comment(self, chunk: list[Token]) -> list[Token]:
         """The paragraphs between ``::: comment`` and ``:::``; a fence left open or holding

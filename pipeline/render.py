@@ -210,7 +210,10 @@ class _Views:
         headline_text = self.text.inline(source.headline)
         reference = f" [{self.text.reference(source.url)}]" if source.url else ""
         meta = " · ".join(part for part in (source.outlet, source.date) if part)
+        heading = block.tokens[0]
         view["source"] = {
+            "tag": heading.tag,
+            "lang": heading.attrGet("lang"),
             "headline_html": self.inline_html(source.headline),
             "headline_text": plain_text(source.headline),
             "url": source.url,

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from lxml import html as lxml_html
 
 from pipeline.config import Settings
 from pipeline.content import cjk_language, parse_body
@@ -70,6 +71,16 @@ def test_source_items(project: Path, heading: str, outlet: str, date: str) -> No
 def test_plain_subheading_is_not_a_source(project: Path) -> None:
     body = _body(project, "### Navalny reportedly murdered\n\nText.\n")
     assert body.lede[0].kind == "heading"
+
+
+def test_headings_follow_the_outline_whatever_level_was_typed(project: Path, settings: Settings) -> None:
+    body = ("#### Lede story\n\nx\n\n## One\n\n#### Deep\n\n### [Item](https://www.ft.com/) – FT\n\n"
+            "# Loud\n\n[SIGNOFF]\n\n### Closing\n")
+    edition = _edition(project, settings, body)
+    document = lxml_html.document_fromstring(edition.email_html)
+    assert [(h.tag, h.text_content().strip()) for h in document.iter("h1", "h2", "h3", "h4", "h5", "h6")] == [
+        ("h1", "Conventions"), ("h2", "Lede story"), ("h2", "1) One"), ("h3", "Deep"), ("h3", "Item"),
+        ("h2", "Loud"), ("h2", "Closing")]
 
 
 @pytest.mark.parametrize("paragraph", ["Comment: a.", "**Comment:** a.", "Comments: a.", "*Comments:* a.",

@@ -8,6 +8,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from lxml import html as lxml_html
 
 from pipeline.config import Settings
 from pipeline.draft import read_draft
@@ -58,6 +59,25 @@ def test_the_sample_comment_of_four_paragraphs_is_one_callout(sample: Edition) -
     comment = text[start : text.index("\n\n", start)].splitlines()
     assert all(line.startswith("  |") for line in comment)
     assert "  | Also notice that Putin characterized ties as at a “historically high" in comment
+
+
+def _outline(html: str) -> list[tuple[int, str]]:
+    document = lxml_html.document_fromstring(html.encode("utf-8"))
+    return [(int(h.tag[1]), " ".join(h.text_content().split()))
+            for h in document.iter("h1", "h2", "h3", "h4", "h5", "h6")]
+
+
+@pytest.mark.parametrize("page", ["email_html", "web_html"])
+def test_heading_outline_has_no_gaps_and_source_items_are_headings(sample: Edition, page: str) -> None:
+    outline = _outline(getattr(sample, page))
+    assert outline[0] == (1, "The Xi – Putin phone call and bilateral trade")
+    assert [level for level, _ in outline].count(1) == 1
+    assert all(after <= before + 1 for (before, _), (after, _) in zip(outline, outline[1:], strict=False))
+    assert (2, "1) Bilateral political ties") in outline
+    assert (3, "Telephone conversation with President of China Xi Jinping") in outline
+    assert (2, "Navalny reportedly murdered on eve of prisoner exchange") in outline
+    assert len([level for level, _ in outline if level == 3]) == 14  # every source item
+    assert '<p class="source-meta"' in getattr(sample, page)
 
 
 def test_chinese_passages_are_intact_utf8_with_lang(sample: Edition) -> None:
