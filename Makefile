@@ -1,13 +1,13 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Both create .venv when missing, install the project with its dev extras, and
-# install the system packages the screenshots need (Chromium, CJK fonts).
+# install the system packages the screenshots need (Chromium, Latin and CJK fonts).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SAMPLE := 2024-02-22-china-russia-report
-SYSTEM_PACKAGES := chromium fonts-noto-cjk
+SYSTEM_PACKAGES := chromium fonts-liberation fonts-noto-cjk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system demo test bench lint clean
@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's Chromium (never a downloaded browser) and fonts for Chinese, Japanese and Korean.
+# Debian's Chromium (never a downloaded browser); Liberation Serif, metric-compatible with Times
+# New Roman, so previews show a serif where Georgia and Times are absent; fonts for Chinese,
+# Japanese and Korean.
 system:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -qq && \

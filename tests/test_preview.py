@@ -123,14 +123,33 @@ def test_chinese_paragraphs_ask_for_and_get_a_cjk_font(open_email) -> None:
     assert families, "no paragraph with lang=zh"
     assert all("Noto Sans CJK" in family or "PingFang" in family for family in families)
     # And Chromium really draws the glyphs with an installed CJK font (fonts-noto-cjk), not a fallback box.
+    used = used_fonts(page, 'p[lang="zh"]')
+    assert any("CJK" in name for name in used), used
+
+
+def used_fonts(page, selector: str) -> list[str]:
+    """The fonts Chromium really drew the first element matching ``selector`` with."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("DOM.enable")
     cdp.send("CSS.enable")
     root = cdp.send("DOM.getDocument")["root"]["nodeId"]
-    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": 'p[lang="zh"]'})["nodeId"]
-    used = [font["familyName"] for font in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    fonts = [font["familyName"] for font in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]]
     cdp.detach()
-    assert any("CJK" in name for name in used), used
+    return fonts
+
+
+def test_english_is_drawn_in_a_latin_serif_not_a_cjk_font(open_email) -> None:
+    """A CJK font draws quotes and apostrophes full-width ("It’ s"): English must never get one."""
+    page = open_email(640)
+    families = page.eval_on_selector_all('[data-part="lede"] p, h1, h3',
+                                         "els => els.map(e => getComputedStyle(e).fontFamily)")
+    assert families and not [family for family in families if "CJK" in family or "Songti" in family]
+    for selector in ('[data-part="lede"] p', "h1", "h3.source a"):
+        used = used_fonts(page, selector)
+        assert used and not [name for name in used if "CJK" in name], (selector, used)
+        # fonts-liberation (make system): Liberation Serif stands in for Times New Roman.
+        assert set(used) <= {"Georgia", "Times New Roman", "Liberation Serif"}, (selector, used)
 
 
 def png_size(path: Path) -> tuple[int, int]:
