@@ -80,6 +80,17 @@ def test_heading_outline_has_no_gaps_and_source_items_are_headings(sample: Editi
     assert '<p class="source-meta"' in getattr(sample, page)
 
 
+def test_preheader_is_hidden_without_low_contrast_text(sample: Edition) -> None:
+    """White 1px text (mj-preview's way) is what spam filters score as HTML_FONT_LOW_CONTRAST."""
+    body = lxml_html.document_fromstring(sample.email_html.encode("utf-8")).body
+    first = next(element for element in body.iter() if (element.text or "").strip())
+    assert first.text == sample.preheader  # the first text of the body, for inboxes to show
+    style = first.get("style").replace(" ", "")
+    assert style == "display:none;max-height:0;overflow:hidden;mso-hide:all"
+    assert sample.preheader not in visible_text(sample.email_html)
+    assert not re.search(r"(?<![-\w])color:#fff|opacity:0(?![.\d])", sample.email_html.replace(" ", ""), re.I)
+
+
 def test_chinese_passages_are_intact_utf8_with_lang(sample: Edition) -> None:
     passage = "习近平强调,双方要密切战略协作,捍卫各自国家主权、安全、发展利益,坚决反对外部势力干涉内政。"
     assert passage in sample.email_html and passage in sample.email_txt and passage in sample.web_html
