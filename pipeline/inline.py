@@ -51,10 +51,15 @@ def inline_css(html: str) -> str:
         ).transform()
     except Exception as exc:  # premailer raises bare Exceptions and cssutils errors
         raise RenderError(f"CSS inlining failed: {exc}") from exc
-    inlined = etree.tostring(inlined_root, method="html", encoding="utf-8", pretty_print=True).decode("utf-8")
+    inlined = serialize(inlined_root)
     inlined = re.sub(r"<!--newsletter-kept-(\d+)-->", lambda match: kept[int(match[1])], inlined)
     body = re.sub(r"^\s*<!doctype[^>]*>\s*", "", placeholders.restore(inlined), flags=re.IGNORECASE)
     return f"{DOCTYPE}\n{body}"
+
+
+def serialize(root: etree._Element) -> str:
+    """A parsed document as HTML text, laid out as premailer writes it (without the doctype)."""
+    return str(etree.tostring(root, method="html", encoding="utf-8", pretty_print=True).decode("utf-8"))
 
 
 def _parse(html: str) -> etree._Element:

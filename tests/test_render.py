@@ -150,6 +150,27 @@ def test_web_page_has_no_unsubscribe_placeholder_but_a_subscribe_link(sample: Ed
     assert 'href="https://report.example.org"' in sample.web_html
 
 
+def test_web_page_is_a_page_with_a_main_landmark_title_and_description(sample: Edition, settings: Settings) -> None:
+    page = lxml_html.document_fromstring(sample.web_html.encode("utf-8"))
+    assert page.findtext(".//title") == f"{sample.subject} – {settings.publication.name}"
+    assert page.xpath("//meta[@name='description']/@content") == [sample.preheader]
+    assert sample.preheader not in visible_text(sample.web_html)
+    (main,) = page.body.findall("main")
+    assert main.find(".//h1").text_content() == sample.subject
+    assert "aria-roledescription" not in sample.web_html and not page.xpath("//*[@role='article']")
+    (footer,) = page.body.findall("footer")
+    assert footer.getprevious() is main and footer.find(".//*[@data-part='footer']") is not None
+    assert sample.web_html.lower().startswith("<!doctype html>") and "charset=UTF-8" in sample.web_html
+
+
+def test_the_email_keeps_its_article_wrapper(sample: Edition) -> None:
+    email = lxml_html.document_fromstring(sample.email_html.encode("utf-8"))
+    assert not email.xpath("//main") and not email.xpath("//meta[@name='description']")
+    (wrapper,) = email.xpath("//*[@aria-roledescription='email']")
+    assert wrapper.get("role") == "article" and wrapper.get("aria-label") == sample.subject
+    assert email.findtext(".//title") == sample.subject
+
+
 def test_body_personalisation_name_is_kept_for_send_time(project: Path, settings: Settings) -> None:
     folder = write_draft(project, "2024-03-01-hello", "subject: Hi", "Dear {{ name }}, [read](https://www.ft.com/).\n")
     edition = render_edition(read_draft(folder), settings)
