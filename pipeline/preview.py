@@ -3,10 +3,16 @@
 Uses the system's Chromium (Debian's ``chromium`` package) through Playwright,
 with no network: the page is loaded from a file and every request that leaves
 the machine is blocked, so remote images show as missing rather than fetched.
+
+Beside the screenshots, ``previews.json`` records the sha256 of the email.html they
+show: a rebuild keeps them while that email is unchanged, and only then
+(``current_previews``), so a screenshot never pretends to show a newer email.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WIDTHS = {"desktop": 640, "mobile": 375}
+RECORD = "previews.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,4 +84,26 @@ def screenshot_email(email_html: Path, out_dir: Path) -> list[Screenshot]:
                 page.close()
         finally:
             browser.close()
+    record_previews(email_html.read_bytes(), [shot.path for shot in shots], out_dir)
     return shots
+
+
+def record_previews(email_html: bytes, screenshots: list[Path], out_dir: Path) -> None:
+    """Write previews.json: which screenshots show which email.html."""
+    record = {"email.html sha256": hashlib.sha256(email_html).hexdigest(),
+              "screenshots": sorted(path.name for path in screenshots)}
+    (out_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def current_previews(folder: Path, email_html: bytes) -> list[Path]:
+    """The screenshots in ``folder`` (and their record) taken of exactly this email.html, else none."""
+    try:
+        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        names = [str(name) for name in record["screenshots"]]
+        current = record["email.html sha256"] == hashlib.sha256(email_html).hexdigest()
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    files = [folder / name for name in names if Path(name).name == name]
+    if not current or not all(path.is_file() for path in files):
+        return []
+    return [*files, folder / RECORD]

@@ -215,3 +215,7 @@ def test_preview_command_writes_desktop_and_mobile_screenshots(project: Path, ru
         assert shot_width == width and height > 800  # full page, at device scale factor 1
         assert str(path) in out
     assert "overflows" not in out
+    # A rebuild of the same email (the scheduler's when the send fires) keeps them.
+    taken = {name: (folder / name).read_bytes() for name in ("desktop.png", "mobile.png")}
+    assert run_cli("build", SAMPLE)[0] == 0
+    assert {name: (folder / name).read_bytes() for name in taken} == taken
