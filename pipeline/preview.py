@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,19 @@ def launch_browser(playwright):  # type: ignore[no-untyped-def]
         raise PreviewError(f"Chromium failed to start: {str(exc).splitlines()[0]}") from None
 
 
+@contextmanager
+def browser_session():  # type: ignore[no-untyped-def]
+    """The system Chromium, headless, for the length of a with block."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_browser(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def local_only(route):  # type: ignore[no-untyped-def]
     """Let local documents through; abort anything bound for the network."""
     url = route.request.url
@@ -65,25 +79,19 @@ def local_only(route):  # type: ignore[no-untyped-def]
 
 def screenshot_email(email_html: Path, out_dir: Path) -> list[Screenshot]:
     """Write desktop.png (640 px) and mobile.png (375 px) full-page screenshots of ``email_html``."""
-    from playwright.sync_api import sync_playwright
-
     shots = []
-    with sync_playwright() as playwright:
-        browser = launch_browser(playwright)
-        try:
-            for label, width in WIDTHS.items():
-                page = browser.new_page(viewport={"width": width, "height": 800})
-                page.route("**/*", local_only)
-                page.goto(email_html.resolve().as_uri(), wait_until="load")
-                scroll_width, height = page.evaluate(
-                    "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
-                )
-                path = out_dir / f"{label}.png"
-                page.screenshot(path=str(path), full_page=True)
-                shots.append(Screenshot(path=path, width=width, scroll_width=scroll_width, height=height))
-                page.close()
-        finally:
-            browser.close()
+    with browser_session() as browser:
+        for label, width in WIDTHS.items():
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            page.route("**/*", local_only)
+            page.goto(email_html.resolve().as_uri(), wait_until="load")
+            scroll_width, height = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+            )
+            path = out_dir / f"{label}.png"
+            page.screenshot(path=str(path), full_page=True)
+            shots.append(Screenshot(path=path, width=width, scroll_width=scroll_width, height=height))
+            page.close()
     record_previews(email_html.read_bytes(), [shot.path for shot in shots], out_dir)
     return shots
 

@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.build import build_edition
 from pipeline.config import load_settings
-from pipeline.preview import launch_browser, local_only
+from pipeline.preview import browser_session, local_only
 
 from .conftest import ROOT, SAMPLE, chromium_available
 
@@ -43,12 +43,8 @@ def email_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_browser(playwright)
+    with browser_session() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
