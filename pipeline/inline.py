@@ -59,7 +59,7 @@ def inline_css(html: str) -> str:
 
 def serialize(root: etree._Element) -> str:
     """A parsed document as HTML text, laid out as premailer writes it (without the doctype)."""
-    return str(etree.tostring(root, method="html", encoding="utf-8", pretty_print=True).decode("utf-8"))
+    return etree.tostring(root, method="html", encoding="utf-8", pretty_print=True).decode("utf-8")
 
 
 def _parse(html: str) -> etree._Element:
