@@ -1,18 +1,21 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
-# Both create .venv when missing, install the project with its dev extras, and
-# install the system packages the screenshots need (Chromium, CJK fonts).
+# Both create .venv when missing, install the project with its dev extras,
+# install the system packages the screenshots need (Chromium, Latin and CJK fonts),
+# and axe-core from npm for the accessibility tests.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SAMPLE := 2024-02-22-china-russia-report
-SYSTEM_PACKAGES := chromium fonts-noto-cjk
+SYSTEM_PACKAGES := chromium fonts-liberation fonts-noto-cjk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+AXE := tools/node_modules/axe-core/axe.min.js
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
 .PHONY: setup system demo test bench lint clean
 
-setup: $(STAMP) system
+setup: $(STAMP) system $(AXE)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +23,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's Chromium (never a downloaded browser) and fonts for Chinese, Japanese and Korean.
+# Debian's Chromium (never a downloaded browser); Liberation Serif, metric-compatible with Times
+# New Roman, so previews show a serif where Georgia and Times are absent; fonts for Chinese,
+# Japanese and Korean.
 system:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+	  $(SUDO) apt-get update -qq && $(APT_INSTALL) $(SYSTEM_PACKAGES); }
+
+# axe-core, the version pinned in tools/package-lock.json, into tools/node_modules (a test tool,
+# not part of the product). npm comes from Debian when the machine has none.
+$(AXE): tools/package.json tools/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(APT_INSTALL) npm; }
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The demo signs unsubscribe links with a throwaway secret kept outside the repository.
 DEMO_SECRET := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/newsletter/demo-secret

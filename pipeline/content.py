@@ -6,9 +6,17 @@ Body conventions (the README documents them for editors):
   table of contents (otherwise it follows the lede); ``[SIGNOFF]`` on its own
   line starts the author's closing words, set apart after the last section.
 - ``### [Headline](https://url) – Outlet [February 8th]`` is a source item.
+- Headings keep a correct outline whatever level the editor typed: h1 is the
+  subject, so a heading is at least h2, and never more than one level below
+  the heading before it (sections are h2, their source items h3).
 - ``>`` blockquotes are quoted excerpts; a paragraph beginning ``Comment:`` or
-  ``Comments:`` (bold or not) is the editor's comment.
+  ``Comments:`` (bold or not) is the editor's comment, and a comment of several
+  paragraphs stands between a line ``::: comment`` and a line ``:::``.
 - Paragraphs written in Chinese, Japanese or Korean are marked with their ``lang``.
+
+Content nested deeper than the pipeline can carry to the reader (markdown-it
+drops whatever lies past its ``maxNesting``; HTML parsers past 255 elements) is
+refused with the draft.md line, never cut short.
 
 The parts keep their markdown-it tokens, so the HTML and the plain-text parts
 are both rendered from the same content.
@@ -24,7 +32,9 @@ from typing import Any, Literal
 
 import imagesize
 from markdown_it import MarkdownIt
+from markdown_it.rules_block import StateBlock
 from markdown_it.token import Token
+from mdit_py_plugins.container import container_plugin
 from mdit_py_plugins.footnote import footnote_plugin
 
 from pipeline.draft import Draft
@@ -36,13 +46,62 @@ BlockKind = Literal["prose", "heading", "source", "quote", "comment", "image"]
 TOC_MARKER = "[TOC]"
 SIGNOFF_MARKER = "[SIGNOFF]"
 _COMMENT = re.compile(r"^\s*comments?\s*:", re.IGNORECASE)
+_COMMENT_OPEN, _COMMENT_CLOSE = "container_comment_open", "container_comment_close"
+_FENCE = re.compile(r"^[ \t]*:{3,}[ \t]*(?P<name>.*?)[ \t]*$", re.MULTILINE)
 _SOURCE_TAIL = re.compile(r"^\s*[–—-]+\s*(?P<outlet>[^\[\]]*?)\s*(?:\[(?P<date>[^\[\]]+)\])?\s*$")
 _MAX_IMAGE_WIDTH = 552  # the content width of the default template
+
+MAX_BLOCK_NESTING = 9  # lists and quotes inside one another
+MAX_INLINE_NESTING = 10  # emphasis, links and strikethrough inside one another
+# markdown-it silently skips everything past maxNesting token levels (a list level is two:
+# list and item). Kept well above what the limits above allow, so the guard always speaks first.
+_PARSER_NESTING = 4 * MAX_BLOCK_NESTING
+_BLOCK_CONTAINERS = {"bullet_list_open": 1, "ordered_list_open": 1, "blockquote_open": 1,
+                     "bullet_list_close": -1, "ordered_list_close": -1, "blockquote_close": -1,
+                     _COMMENT_OPEN: 1, _COMMENT_CLOSE: -1}
 
 
 def markdown() -> MarkdownIt:
     """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML."""
-    return MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).use(footnote_plugin)
+    md = MarkdownIt("commonmark", {"html": False, "maxNesting": _PARSER_NESTING})
+    md.enable(["table", "strikethrough"]).use(footnote_plugin)
+    md.use(container_plugin, "comment", validate=lambda params, *_: params.strip().casefold() == "comment")
+    md.block.ruler.before("table", "nesting_guard", _nesting_guard)
+    return md
+
+
+class _TooDeep(Exception):
+    """Raised from inside markdown-it; parse_body turns it into a DraftError with the draft.md line."""
+
+    def __init__(self, message: str, line: int):
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+def _nesting_guard(state: StateBlock, start_line: int, end_line: int, silent: bool) -> bool:
+    """The first block rule, consulted at the start of every block: refuse one nested too deep.
+
+    It claims nothing (returns False), so every other rule runs as before.
+    """
+    # Each list or quote adds one or two token levels: below the limit nothing can be too deep.
+    if state.level > MAX_BLOCK_NESTING:
+        depth = sum(_BLOCK_CONTAINERS.get(token.type, 0) for token in state.tokens)
+        if depth > MAX_BLOCK_NESTING:
+            raise _TooDeep(f"lists and quotes nested {depth} deep; at most {MAX_BLOCK_NESTING} levels", start_line)
+    return False
+
+
+def _check_inline_nesting(tokens: list[Token]) -> None:
+    """Refuse emphasis, links and the like nested too deep, at the line where it happens."""
+    for token in tokens:
+        if token.type != "inline":
+            continue
+        depth, line = 0, token.map[0] if token.map else 0
+        for child in token.children or []:
+            depth += child.nesting
+            line += child.type in ("softbreak", "hardbreak")
+            if depth > MAX_INLINE_NESTING:
+                raise _TooDeep(f"emphasis and links nested {depth} deep; at most {MAX_INLINE_NESTING} levels", line)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +168,11 @@ class Body:
 def parse_body(draft: Draft) -> Body:
     """Split the draft body into lede, sections and sign-off, classifying each block."""
     env: dict[str, Any] = {}
-    tokens = markdown().parse(draft.body, env)
+    try:
+        tokens = markdown().parse(draft.body, env)
+        _check_inline_nesting(tokens)
+    except _TooDeep as exc:
+        raise DraftError(exc.message, path=draft.source, line=draft.body_line + exc.line) from None
     chunks, footnotes = _top_level_chunks(tokens)
     reader = _BodyReader(draft)
     for chunk in chunks:
@@ -148,6 +211,7 @@ class _BodyReader:
         self.signoff: list[Block] | None = None
         self.images: list[Image] = []
         self.anchors: set[str] = set()
+        self.outline = 1  # the level of the heading before: h1, the subject, to begin with
 
     def line_of(self, token: Token) -> int:
         return self.draft.body_line + (token.map[0] if token.map else 0)
@@ -163,6 +227,7 @@ class _BodyReader:
             if self.signoff is not None:
                 self.fail("[SIGNOFF] appears twice", first)
             self.signoff = []
+            self.outline = 1
         elif first.type == "heading_open" and first.tag == "h2" and self.signoff is None:
             self.start_section(chunk)
         else:
@@ -176,6 +241,7 @@ class _BodyReader:
         inline = chunk[1]
         title = plain_text(inline.children or []).strip()
         number = len(self.sections) + 1
+        self.outline = 2
         anchor = _unique(f"{number}-{_slug(title)}", self.anchors)
         self.sections.append(
             dict(number=number, title=title, title_tokens=tuple(inline.children or []),
@@ -184,12 +250,54 @@ class _BodyReader:
 
     def block(self, chunk: list[Token]) -> Block:
         line = self.line_of(chunk[0])
+        fenced = chunk[0].type == _COMMENT_OPEN
+        if fenced:
+            chunk = self.fenced_comment(chunk)
+        self.place_headings(chunk)
         for token in chunk:
+            if token.type == _COMMENT_OPEN:
+                self.fail("'::: comment' must stand on its own, not inside a list, a quote or a comment", token)
             if token.type == "inline":
+                self.refuse_stray_fence(token)
                 self.check_images(token, self.line_of(token))
         _mark_languages(chunk)
-        kind, source = _classify(chunk)
+        kind, source = ("comment", None) if fenced else _classify(chunk)
         return Block(kind=kind, tokens=tuple(chunk), line=line, source=source)
+
+    def place_headings(self, chunk: list[Token]) -> None:
+        """Set each heading's level in the outline: h2 at the least, one below the heading before at the most."""
+        for token in chunk:
+            if token.type == "heading_open":
+                self.outline = max(2, min(int(token.tag[1:]), self.outline + 1))
+            if token.type in ("heading_open", "heading_close"):
+                token.tag = f"h{self.outline}"
+
+    def fenced_comment(self, chunk: list[Token]) -> list[Token]:
+        """The paragraphs between ``::: comment`` and ``:::``; a fence left open or holding
+        headings would take in the rest of the edition, so either is an error."""
+        opener, inner = chunk[0], chunk[1:-1]
+        end = opener.map[1] if opener.map else 0
+        lines = self.draft.body.splitlines()
+        closing = _FENCE.fullmatch(lines[end]) if end < len(lines) else None
+        if closing is None or closing["name"]:
+            self.fail("'::: comment' is never closed: end the comment with a line ':::'", opener)
+        if not inner:
+            self.fail("'::: comment' is empty", opener)
+        for index, token in enumerate(inner):
+            if token.type == "heading_open" or _marker(inner[index : index + 3]):
+                self.fail("a comment cannot hold a heading or a marker: close it with ':::' above this line", token)
+        return inner
+
+    def refuse_stray_fence(self, inline: Token) -> None:
+        """A ``:::`` line that opened or closed nothing would show as text: say what is wrong."""
+        fence = _FENCE.search(inline.content)
+        if fence is None:
+            return
+        line = self.line_of(inline) + inline.content.count("\n", 0, fence.start())
+        name = fence["name"]
+        message = (f"unknown block '::: {name}': the one kind is '::: comment'" if name
+                   else "':::' closes a comment, but no '::: comment' is open")
+        raise DraftError(message, path=self.draft.source, line=line)
 
     def check_images(self, inline: Token, line: int) -> None:
         for child in inline.children or []:

@@ -5,6 +5,9 @@ desktop), drop the doctype, percent-encode ``{{ }}`` placeholders inside
 ``href`` and fetch every ``<link rel=stylesheet>`` and ``@import`` even with
 ``allow_network=False``. Here ``@media`` rules stay in ``<style>``, web-font
 links are set aside untouched and put back afterwards, and nothing is fetched.
+
+The document is parsed here, not inside premailer, so that libxml2's depth limit
+(it drops everything after an element nested 256 deep) is an error, not a cut email.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 
+from lxml import etree  # type: ignore[import-untyped]
 from premailer import Premailer
 
 from pipeline import placeholders
@@ -33,10 +37,10 @@ def inline_css(html: str) -> str:
         kept.append(match.group())
         return f"<!--newsletter-kept-{len(kept) - 1}-->"
 
-    safe = placeholders.protect(_FETCHING.sub(set_aside, html))
+    document = _parse(placeholders.protect(_FETCHING.sub(set_aside, html)))
     try:
-        inlined = Premailer(
-            safe,
+        inlined_root = Premailer(
+            document,
             keep_style_tags=False,
             strip_important=False,
             allow_network=False,
@@ -47,6 +51,23 @@ def inline_css(html: str) -> str:
         ).transform()
     except Exception as exc:  # premailer raises bare Exceptions and cssutils errors
         raise RenderError(f"CSS inlining failed: {exc}") from exc
+    inlined = serialize(inlined_root)
     inlined = re.sub(r"<!--newsletter-kept-(\d+)-->", lambda match: kept[int(match[1])], inlined)
     body = re.sub(r"^\s*<!doctype[^>]*>\s*", "", placeholders.restore(inlined), flags=re.IGNORECASE)
     return f"{DOCTYPE}\n{body}"
+
+
+def serialize(root: etree._Element) -> str:
+    """A parsed document as HTML text, laid out as premailer writes it (without the doctype)."""
+    return etree.tostring(root, method="html", encoding="utf-8", pretty_print=True).decode("utf-8")
+
+
+def _parse(html: str) -> etree._Element:
+    """The HTML as premailer would parse it, refusing what the parser would silently truncate."""
+    parser = etree.HTMLParser()
+    document = etree.fromstring(html.strip(), parser)
+    for error in parser.error_log:
+        if "Excessive depth" in error.message:
+            raise RenderError(f"the compiled email nests elements too deep (line {error.line}): "
+                              "HTML parsers drop everything past 255 levels")
+    return document

@@ -133,9 +133,9 @@ def _join(paragraphs: list[str]) -> str:
 def _common_prefix(before: str, after: str) -> str:
     last_line, first_line = before.rsplit("\n", 1)[-1], after.split("\n", 1)[0]
     shared = ""
-    for mark in ("> ", "| ", "  "):
-        while last_line.startswith(shared + mark) and first_line.startswith(shared + mark):
-            shared += mark
+    while extended := next((shared + mark for mark in ("> ", "| ", "  ")
+                            if last_line.startswith(shared + mark) and first_line.startswith(shared + mark)), None):
+        shared = extended
     return shared if shared.strip() else ""
 
 

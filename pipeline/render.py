@@ -4,7 +4,8 @@
           ─▶ HTML ─▶ premailer (inline.py) ─▶ Edition
 
 The MJML is compiled and the CSS inlined once per edition; per-recipient values
-stay as placeholders (``placeholders.py``) filled at send time.
+stay as placeholders (``placeholders.py``) filled at send time. The web page is
+the same template made a page: MJML's email wrapper becomes its ``<main>``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pipeline.config import Settings
 from pipeline.content import Block, Body, Image, Section, markdown, parse_body, plain_text
 from pipeline.draft import Draft
 from pipeline.errors import RenderError
-from pipeline.inline import inline_css
+from pipeline.inline import DOCTYPE, inline_css, serialize
 from pipeline.plaintext import TextRenderer
 
 EMAIL_TEMPLATE = "email.mjml.j2"
@@ -104,7 +105,7 @@ def render_edition(draft: Draft, settings: Settings) -> Edition:
     templates = _templates(draft, settings)
     context = _context(draft, body, settings)
     mjml_source, email_html = _compile(templates, context, web=False)
-    _, web_page = _compile(templates, context, web=True)
+    web_page = _as_page(_compile(templates, context, web=True)[1])
     web_html = placeholders.fill(web_page, {placeholders.NAME: placeholders.NAME_FALLBACK}, escape=True)
     email_txt = _render(templates, TEXT_TEMPLATE, context)
     return Edition(
@@ -172,6 +173,24 @@ def _compile(templates: jinja2.Environment, context: dict[str, Any], *, web: boo
     return mjml_source, inline_css(compiled)
 
 
+def _as_page(html: str) -> str:
+    """The archive page as a web page, not an email: MJML's wrapper (``role="article"``,
+    ``aria-roledescription="email"``) becomes the ``<main>`` landmark and the footer section
+    its ``<footer>`` after it."""
+    document = lxml_html.document_fromstring(html.encode("utf-8"))
+    wrapper = document.body.find("div[@aria-roledescription='email']")
+    if wrapper is None:
+        return html
+    wrapper.tag = "main"
+    for name in ("role", "aria-roledescription", "aria-label"):
+        wrapper.attrib.pop(name, None)
+    for section in wrapper.xpath("./div[.//*[@data-part='footer']]"):
+        footer = lxml_html.Element("footer")
+        wrapper.addnext(footer)
+        footer.append(section)
+    return f"{DOCTYPE}\n{serialize(document)}"
+
+
 class _Views:
     """Turns content parts into what templates show, HTML and text from the same tokens."""
 
@@ -210,7 +229,10 @@ class _Views:
         headline_text = self.text.inline(source.headline)
         reference = f" [{self.text.reference(source.url)}]" if source.url else ""
         meta = " · ".join(part for part in (source.outlet, source.date) if part)
+        heading = block.tokens[0]
         view["source"] = {
+            "tag": heading.tag,
+            "lang": heading.attrGet("lang"),
             "headline_html": self.inline_html(source.headline),
             "headline_text": plain_text(source.headline),
             "url": source.url,

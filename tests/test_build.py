@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,54 @@ def test_failed_build_leaves_the_previous_output_intact(project: Path, run_cli) 
     assert run_cli("build", "2024-03-01-good")[0] == 2
     assert {path.name: path.read_bytes() for path in built.iterdir()} == before
     assert sorted(p.name for p in (project / "build").iterdir()) == ["2024-03-01-good"]
+
+
+def _fake_previews(folder: Path) -> dict[str, bytes]:
+    """Screenshots as `newsletter preview` leaves them (the real ones are tested in test_preview.py)."""
+    from pipeline.preview import record_previews
+
+    shots = {"desktop.png": b"\x89PNG desktop", "mobile.png": b"\x89PNG mobile"}
+    for name, data in shots.items():
+        (folder / name).write_bytes(data)
+    record_previews((folder / "email.html").read_bytes(), [folder / name for name in shots], folder)
+    return shots
+
+
+def test_a_rebuild_keeps_previews_of_the_same_email(project: Path, run_cli) -> None:
+    write_draft(project, "2024-03-01-good", GOOD_FRONT, GOOD_BODY)
+    assert run_cli("build", "2024-03-01-good")[0] == 0
+    built = project / "build" / "2024-03-01-good"
+    shots = _fake_previews(built)
+    assert run_cli("build", "2024-03-01-good")[0] == 0  # as the scheduler rebuilds when the send fires
+    assert {name: (built / name).read_bytes() for name in shots} == shots
+    assert (built / "previews.json").is_file()
+
+
+def test_a_rebuild_of_a_changed_email_drops_the_stale_previews(project: Path, run_cli) -> None:
+    write_draft(project, "2024-03-01-good", GOOD_FRONT, GOOD_BODY)
+    assert run_cli("build", "2024-03-01-good")[0] == 0
+    built = project / "build" / "2024-03-01-good"
+    _fake_previews(built)
+    write_draft(project, "2024-03-01-good", GOOD_FRONT, GOOD_BODY.replace("First.", "First, revised."))
+    assert run_cli("build", "2024-03-01-good")[0] == 0
+    assert sorted(p.name for p in built.iterdir()) == ["email.html", "email.txt", "manifest.json", "web.html"]
+
+
+@pytest.mark.parametrize(("umask", "folders", "files"), [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)],
+                         ids=["umask-022", "umask-027"])
+def test_output_gets_the_usual_permissions(project: Path, run_cli, umask: int, folders: int, files: int) -> None:
+    """Not mkdtemp's 0700: a web server running as another user must be able to read the build."""
+    folder = write_draft(project, "2024-03-01-pictures", GOOD_FRONT, "![A map](images/map.png)\n")
+    (folder / "images").mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "pixel.png", folder / "images" / "map.png")
+    (folder / "images" / "map.png").chmod(0o600)
+    previous = os.umask(umask)
+    try:
+        assert run_cli("build", "2024-03-01-pictures")[0] == 0
+        assert run_cli("build", "2024-03-01-pictures")[0] == 0  # a rebuild swaps in a new folder
+    finally:
+        os.umask(previous)
+    built = project / "build" / "2024-03-01-pictures"
+    modes = {str(path.relative_to(built)): stat.S_IMODE(path.stat().st_mode) for path in [built, *built.rglob("*")]}
+    assert modes == {".": folders, "images": folders, "images/map.png": files, "email.html": files,
+                     "email.txt": files, "web.html": files, "manifest.json": files}

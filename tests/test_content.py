@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from lxml import html as lxml_html
 
 from pipeline.config import Settings
 from pipeline.content import cjk_language, parse_body
@@ -71,6 +73,16 @@ def test_plain_subheading_is_not_a_source(project: Path) -> None:
     assert body.lede[0].kind == "heading"
 
 
+def test_headings_follow_the_outline_whatever_level_was_typed(project: Path, settings: Settings) -> None:
+    body = ("#### Lede story\n\nx\n\n## One\n\n#### Deep\n\n### [Item](https://www.ft.com/) – FT\n\n"
+            "# Loud\n\n[SIGNOFF]\n\n### Closing\n")
+    edition = _edition(project, settings, body)
+    document = lxml_html.document_fromstring(edition.email_html)
+    assert [(h.tag, h.text_content().strip()) for h in document.iter("h1", "h2", "h3", "h4", "h5", "h6")] == [
+        ("h1", "Conventions"), ("h2", "Lede story"), ("h2", "1) One"), ("h3", "Deep"), ("h3", "Item"),
+        ("h2", "Loud"), ("h2", "Closing")]
+
+
 @pytest.mark.parametrize("paragraph", ["Comment: a.", "**Comment:** a.", "Comments: a.", "*Comments:* a.",
                                        "**Comment**: a."])
 def test_comment_paragraphs(project: Path, paragraph: str) -> None:
@@ -82,6 +94,34 @@ def test_comment_is_a_callout_distinct_from_quotes(project: Path, settings: Sett
     assert '<td class="comment-cell"' in edition.email_html
     assert "<blockquote" in edition.email_html
     assert "  | Comment: Mine." in edition.email_txt and "> Quoted." in edition.email_txt
+
+
+def test_a_comment_of_several_paragraphs_is_one_callout(project: Path, settings: Settings) -> None:
+    body = ("::: comment\n**Comments:** First.\n\nSecond, with a [link](https://www.ft.com/).\n\n- a list\n:::\n\n"
+            "Not part of it.\n")
+    blocks = _body(project, body).lede
+    assert [block.kind for block in blocks] == ["comment", "prose"]
+    assert [token.type for token in blocks[0].tokens if token.nesting == 1][:2] == ["paragraph_open"] * 2
+    edition = _edition(project, settings, body)
+    callouts = re.findall(r'<td class="comment-cell".*?</td>', edition.email_html, re.DOTALL)
+    assert len(callouts) == 1 and "First." in callouts[0] and "a list" in callouts[0]
+    assert "Not part of it." not in callouts[0]
+    assert ("  | Comments: First.\n  |\n  | Second, with a link [1].\n  |\n  | - a list\n\nNot part of it."
+            in edition.email_txt)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("::: comment\nFirst.\n\n## Next\n\nText.\n", r"draft.md:5: '::: comment' is never closed"),
+    ("::: comment\nFirst.\n\n## Next\n\n:::\n", r"draft.md:8: a comment cannot hold a heading"),
+    ("::: comment\nFirst.\n\n[SIGNOFF]\n:::\n", r"draft.md:8: a comment cannot hold a heading or a marker"),
+    ("::: comment\n:::\n", r"draft.md:5: '::: comment' is empty"),
+    ("First.\n\n:::\n", r"draft.md:7: ':::' closes a comment, but no '::: comment' is open"),
+    ("First.\nSecond line.\n::: note\nThird.\n", r"draft.md:7: unknown block '::: note'"),
+    ("- item\n\n  ::: comment\n  Mine.\n  :::\n", r"draft.md:7: '::: comment' must stand on its own"),
+])
+def test_a_comment_fence_cannot_swallow_or_drop_text(project: Path, body: str, message: str) -> None:
+    with pytest.raises(DraftError, match=message):
+        _body(project, body)
 
 
 def test_commentary_word_inside_text_is_not_a_comment(project: Path) -> None:
@@ -181,3 +221,46 @@ def test_a_plain_svg_is_read(project: Path) -> None:
                                                                     '<a xlink:href="#bar"><rect id="bar" width="5" '
                                                                     'height="5" fill="#0af"/></a></svg>')))
     assert [(image.src, image.width) for image in body.images] == [("images/chart.svg", 40)]
+
+
+def _nested_list(depth: int) -> str:
+    return "".join("  " * level + f"- item{level}\n" for level in range(depth))
+
+
+def _nested_emphasis(depth: int) -> str:
+    marks = ["*", "**", "~~"]
+    opening = "".join(f"{marks[level % 3]}open{level} " for level in range(depth))
+    closing = "".join(f" close{level}{marks[level % 3]}" for level in reversed(range(depth)))
+    return f"{opening}middle{closing}"
+
+
+@pytest.mark.parametrize(("body", "line", "message"), [
+    (_nested_list(10), 14, "lists and quotes nested 10 deep; at most 9 levels"),
+    ("".join("> " * level + f"quote{level}\n" + "> " * level + "\n" for level in range(1, 13)), 23,
+     "lists and quotes nested 10 deep; at most 9 levels"),
+    (f"Before.\n\nA first line,\n{_nested_emphasis(30)}\n", 8, "emphasis and links nested 11 deep; at most 10 levels"),
+])
+def test_content_nested_too_deep_is_refused_at_its_line(project: Path, body: str, line: int, message: str) -> None:
+    with pytest.raises(DraftError, match=rf"draft.md:{line}: {message}$"):
+        _body(project, f"{body}\nAfter.\n\n## Next\n\nMore.\n")
+
+
+@pytest.mark.parametrize("body", [_nested_list(9), _nested_list(10), _nested_list(14), _nested_emphasis(10),
+                                  _nested_emphasis(30), _nested_emphasis(250)])
+def test_an_edition_never_shows_less_than_the_draft(project: Path, settings: Settings, body: str) -> None:
+    """markdown-it skips what lies past its nesting limit and libxml2 past 255 elements: refused, never cut."""
+    words = {*re.findall(r"\w+\d+|middle", body), "After", "More"}
+    try:
+        edition = _edition(project, settings, f"{body}\nAfter.\n\n## Next\n\nMore.\n")
+    except DraftError as exc:
+        assert re.search(r"draft.md:\d+: .* nested \d+ deep; at most \d+ levels$", str(exc))
+        return
+    for shown in (visible_text(edition.email_html), edition.email_txt):
+        assert not words - set(re.findall(r"\w+", shown))
+
+
+def test_check_refuses_a_draft_nested_too_deep(project: Path, run_cli) -> None:
+    write_draft(project, "2024-03-01-deep", FRONT, _nested_list(12) + "\nThe rest of the edition.\n")
+    code, out, err = run_cli("check", "2024-03-01-deep", "--offline")
+    assert code == 2 and out == ""
+    assert err.endswith("draft.md:14: lists and quotes nested 10 deep; at most 9 levels\n"), err

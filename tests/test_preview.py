@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.build import build_edition
 from pipeline.config import load_settings
-from pipeline.preview import launch_browser, local_only
+from pipeline.preview import browser_session, local_only
 
 from .conftest import ROOT, SAMPLE, chromium_available
 
@@ -43,12 +43,8 @@ def email_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_browser(playwright)
+    with browser_session() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -56,8 +52,9 @@ def open_email(browser, email_html: Path):
     """Open the email at a viewport width, offline; every page opened is closed after the test."""
     pages = []
 
-    def open_at(width: int):
-        page = browser.new_page(viewport={"width": width, "height": 800}, device_scale_factor=1)
+    def open_at(width: int, color_scheme: str = "light"):
+        page = browser.new_page(viewport={"width": width, "height": 800}, device_scale_factor=1,
+                                color_scheme=color_scheme)
         pages.append(page)
         page.route("**/*", local_only)
         page.goto(email_html.as_uri(), wait_until="load")
@@ -123,14 +120,75 @@ def test_chinese_paragraphs_ask_for_and_get_a_cjk_font(open_email) -> None:
     assert families, "no paragraph with lang=zh"
     assert all("Noto Sans CJK" in family or "PingFang" in family for family in families)
     # And Chromium really draws the glyphs with an installed CJK font (fonts-noto-cjk), not a fallback box.
+    used = used_fonts(page, 'p[lang="zh"]')
+    assert any("CJK" in name for name in used), used
+
+
+def used_fonts(page, selector: str) -> list[str]:
+    """The fonts Chromium really drew the first element matching ``selector`` with."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("DOM.enable")
     cdp.send("CSS.enable")
     root = cdp.send("DOM.getDocument")["root"]["nodeId"]
-    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": 'p[lang="zh"]'})["nodeId"]
-    used = [font["familyName"] for font in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]]
+    node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+    fonts = [font["familyName"] for font in cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]]
     cdp.detach()
-    assert any("CJK" in name for name in used), used
+    return fonts
+
+
+def test_english_is_drawn_in_a_latin_serif_not_a_cjk_font(open_email) -> None:
+    """A CJK font draws quotes and apostrophes full-width ("It’ s"): English must never get one."""
+    page = open_email(640)
+    families = page.eval_on_selector_all('[data-part="lede"] p, h1, h3',
+                                         "els => els.map(e => getComputedStyle(e).fontFamily)")
+    assert families and not [family for family in families if "CJK" in family or "Songti" in family]
+    for selector in ('[data-part="lede"] p', "h1", "h3.source a"):
+        used = used_fonts(page, selector)
+        assert used and not [name for name in used if "CJK" in name], (selector, used)
+        # fonts-liberation (make system): Liberation Serif stands in for Times New Roman.
+        assert set(used) <= {"Georgia", "Times New Roman", "Liberation Serif"}, (selector, used)
+
+
+# The colour an element shows on: its own background or the first opaque one of its ancestors.
+SHOWN_ON = """el => { for (let e = el; e; e = e.parentElement) {
+    const c = getComputedStyle(e).backgroundColor; if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; }
+  return 'rgb(255, 255, 255)'; }"""
+
+
+def luminance(css: str) -> float:
+    """WCAG 2 relative luminance of a computed ``rgb(...)`` colour."""
+    red, green, blue = (int(part) / 255 for part in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (red, green, blue)]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(one: str, other: str) -> float:
+    lighter, darker = sorted((luminance(one), luminance(other)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def test_dark_mode_darkens_the_view_in_browser_strip(open_email) -> None:
+    page = open_email(640, "dark")
+    page_background = page.evaluate(f"({SHOWN_ON})(document.querySelector('.dark-page'))")
+    link = page.locator(".topline a")
+    strip_background = link.evaluate(SHOWN_ON)
+    assert luminance(page_background) < 0.02
+    assert strip_background == page_background, "the strip stays light in dark mode"
+    assert contrast(link.evaluate("a => getComputedStyle(a).color"), strip_background) >= 4.5
+
+
+@pytest.mark.parametrize("color_scheme", ["light", "dark"])
+def test_section_rules_stand_out_against_their_background(open_email, color_scheme: str) -> None:
+    page = open_email(640, color_scheme)
+    titles = page.locator("h2.section-title")
+    assert titles.count() == 5
+    for index in range(titles.count()):
+        title = titles.nth(index)
+        width, rule = title.evaluate("h => [getComputedStyle(h).borderTopWidth, getComputedStyle(h).borderTopColor]")
+        background = title.evaluate(SHOWN_ON)
+        assert float(width.removesuffix("px")) >= 1
+        assert contrast(rule, background) >= 3, (rule, background)
+        assert contrast(title.evaluate("h => getComputedStyle(h).color"), background) >= 4.5
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -153,3 +211,7 @@ def test_preview_command_writes_desktop_and_mobile_screenshots(project: Path, ru
         assert shot_width == width and height > 800  # full page, at device scale factor 1
         assert str(path) in out
     assert "overflows" not in out
+    # A rebuild of the same email (the scheduler's when the send fires) keeps them.
+    taken = {name: (folder / name).read_bytes() for name in ("desktop.png", "mobile.png")}
+    assert run_cli("build", SAMPLE)[0] == 0
+    assert {name: (folder / name).read_bytes() for name in taken} == taken
