@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from pipeline.cli import parser as _parser
 
@@ -47,3 +52,41 @@ def test_usage_error_exits_2(run_cli) -> None:
     except SystemExit as exc:
         assert exc.code == 2
     assert ROOT.exists()
+
+
+# ---------------------------------------------------------------- one line, exit 2, whatever the input
+
+
+@pytest.mark.parametrize("args", [
+    ("logs", "99999999999999999999"), ("send", "--resume", "9223372036854775808"), ("send", "--pause", "0"),
+    ("send", "--cancel", "-3"), ("send", "--retry-failed", "1e3"), ("schedule", "cancel", "18446744073709551616"),
+    ("schedule", "move", "99999999999999999999", "--at", "2030-01-01 09:00"),
+])
+def test_a_send_id_no_database_can_hold_is_a_usage_error(settings, run_cli, args: tuple[str, ...]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(*args)
+    assert exit_.value.code == 2
+
+
+def test_a_database_file_that_is_not_a_database_is_one_line(project: Path, settings, run_cli) -> None:
+    (project / "newsletter.db").write_text("these are notes, not a database\n", encoding="utf-8")
+    for args in (("logs",), ("subscribers", "list"), ("schedule", "list"), ("send", "--resume", "1")):
+        code, out, err = run_cli(*args)
+        assert code == 2 and out == "", args
+        assert err == f"newsletter: error: cannot open database sqlite:///{project / 'newsletter.db'}: file is not a " \
+                      "database\n", args
+
+
+def test_an_unknown_send_in_json_prints_nothing_on_stdout(settings, store, run_cli) -> None:
+    code, out, err = run_cli("logs", "999", "--format", "json")
+    assert (code, out) == (2, "") and "no send 999" in err
+
+
+@pytest.mark.parametrize("args", [("logs",), ("schedule", "list")])
+def test_every_list_honours_format(settings, store, run_cli, args: tuple[str, ...]) -> None:
+    assert run_cli("schedule", SAMPLE, "--at", "2030-06-01 09:00", "--offline")[0] == 0
+    code, out, _ = run_cli(*args, "--format", "json")
+    assert code == 0 and [row["id"] for row in json.loads(out)] == [1]
+    code, out, _ = run_cli(*args, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [row["id"] for row in rows] == ["1"] and rows[0]["status"] == "scheduled"

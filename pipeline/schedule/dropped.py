@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,13 +57,17 @@ class DraftWatch:
         self.looked_at.pop(folder, None)
 
 
-def pick_up_drafts(store: Store, settings: Settings, watch: DraftWatch) -> None:
-    """Schedule new or changed drafts that carry ``send_at``; report those that cannot be."""
+def pick_up_drafts(store: Store, settings: Settings, watch: DraftWatch,
+                   should_stop: Callable[[], bool] = lambda: False) -> None:
+    """Schedule new or changed drafts that carry ``send_at``; report those that cannot be. A stopping runner
+    leaves the drafts not yet looked at to the next one."""
     folder = settings.paths.drafts
     if not folder.is_dir():
         return
     reported = watch.reported
     for draft_folder in sorted(path for path in folder.iterdir() if (path / DRAFT_FILE).is_file()):
+        if should_stop():
+            return
         if not watch.changed(draft_folder):
             continue
         try:

@@ -108,7 +108,8 @@ class Runner:
         self.job(self._tick)
 
     def _tick(self) -> None:
-        for step in (functools.partial(pick_up_drafts, self.store, self.settings, self.drafts), self._plan):
+        for step in (functools.partial(pick_up_drafts, self.store, self.settings, self.drafts,
+                                          self.stopping.is_set), self._plan):
             try:
                 step()
             except NewsletterError as exc:  # the database is busy or gone: the next tick tries again

@@ -99,12 +99,14 @@ class _Pump:
                     for task in done:
                         task.result()  # a batch that could not be recorded stops the send here
                     continue
+                # Wait for the rate limit before claiming, not after: rows claimed and then kept waiting
+                # would be in flight, and uncertain, if the sender died during the wait.
+                await self.bucket.take(self.batch_size)
                 claimed = self._next(orphans)
+                self.bucket.give_back(self.batch_size - (len(claimed.rows) if claimed else 0))
                 if claimed is None:
                     break
-                batch = self._batch(claimed)
-                await self.bucket.take(len(batch.recipients))
-                in_flight.add(asyncio.create_task(self._deliver(batch)))
+                in_flight.add(asyncio.create_task(self._deliver(self._batch(claimed))))
         finally:
             if in_flight:  # finish what is in flight, whatever stopped the loop
                 await asyncio.wait(in_flight)

@@ -37,6 +37,11 @@ class TokenBucket:
             await self.sleep(wait)
         return wait
 
+    def give_back(self, count: int) -> None:
+        """Return tokens taken for messages that were not sent after all (a batch came out smaller)."""
+        if self.rate > 0 and count > 0:
+            self._take_now(-count)
+
     def _take_now(self, count: int) -> float:
         tokens = take_tokens(self.store, self.provider, count, rate=self.rate, capacity=self.capacity,
                              now=self.clock())

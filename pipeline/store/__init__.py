@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from pipeline.errors import StoreError
 
@@ -61,6 +61,11 @@ class Store:
         return store
 
     @property
+    def display_url(self) -> str:
+        """The URL without its password, fit to show."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
@@ -76,8 +81,8 @@ class Store:
                     connection.execute(text("SELECT pg_advisory_xact_lock(727274)"))  # one migrator at a time
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-        except OperationalError as exc:
-            raise StoreError(f"cannot open database: {exc.orig}") from None
+        except DBAPIError as exc:  # not a database, unreadable, unreachable
+            raise StoreError(f"cannot open database {self.display_url}: {exc.orig}") from None
         self._migrated = True
 
     @contextmanager
@@ -86,7 +91,7 @@ class Store:
         try:
             with self.engine.begin() as connection:
                 yield connection
-        except OperationalError as exc:
+        except DBAPIError as exc:
             raise StoreError(f"database error: {exc.orig}") from None
 
     @contextmanager
@@ -97,7 +102,7 @@ class Store:
                 connection = connection.execution_options(sqlite_begin="DEFERRED")
                 with connection.begin():
                     yield connection
-        except OperationalError as exc:
+        except DBAPIError as exc:
             raise StoreError(f"database error: {exc.orig}") from None
 
     def dispose(self) -> None:
