@@ -6,7 +6,7 @@ someone active again who unsubscribed, bounced or complained, nor an address in
 ``suppressions``, unless the import is run with ``resubscribe=True``.
 
 Tags are stored sorted as ";tag1;tag2;" (``";"`` when none), so that SQL can pick an
-audience with LIKE '%;tag;%' (``audience_filter``).
+audience with LIKE '%;tag;%' (``store/audience.py``). The SQL is in ``store/subscribers.py``.
 
 An export is safe to open in a spreadsheet: a cell that would run as a formula
 gets a leading quote, and an import takes that quote off again (``csvcells``),
@@ -27,15 +27,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, Connection, Insert, Row, and_, bindparam, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Connection, Row
 
 from pipeline.csvcells import Writer, restored
 from pipeline.errors import SubscriberError
 from pipeline.oneline import breaking_character
 from pipeline.store import Store, utcnow
-from pipeline.store.audience import TAG, tag_filter
-from pipeline.store.tables import SUBSCRIBER_STATUSES, subscribers, suppressions
+from pipeline.store import subscribers as db
+from pipeline.store.audience import TAG
+from pipeline.store.states import SubscriberStatus
+from pipeline.store.tables import SUBSCRIBER_STATUSES
 
 COLUMNS = ("email", "name", "tags", "status")
 INACTIVE = tuple(status for status in SUBSCRIBER_STATUSES if status != "active")
@@ -43,7 +44,6 @@ SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual", "provi
 MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
 CHUNK = 1000  # lines looked up and written per statement during an import
-YIELD_PER = 500  # rows fetched at a time when listing
 OUTCOMES = ("added", "updated", "unchanged", "kept_unsubscribed")
 
 
@@ -353,11 +353,7 @@ def _plan(entry: _Entry, row: Row[Any] | None, suppression: str | None, *, resub
 
 
 def _upsert(connection: Connection, chunk: list[_Entry], tally: _Tally, *, resubscribe: bool) -> None:
-    keys = [entry.key for entry in chunk]
-    stored = {row.email_key: row for row in connection.execute(
-        select(subscribers).where(subscribers.c.email_key.in_(keys)))}
-    suppressed = dict(connection.execute(select(suppressions.c.email_key, suppressions.c.reason)
-                                         .where(suppressions.c.email_key.in_(keys))).all())
+    stored, suppressed = db.known(connection, [entry.key for entry in chunk])
     now = utcnow()
     inserts, updates, lifted = [], [], []
     for entry in chunk:
@@ -372,12 +368,7 @@ def _upsert(connection: Connection, chunk: list[_Entry], tally: _Tally, *, resub
             inserts.append({**plan.values, "email_key": entry.key, "created_at": now, "updated_at": now})
         else:
             updates.append({**plan.values, "row_id": row.id, "updated_at": now})
-    if inserts:
-        connection.execute(subscribers.insert(), inserts)
-    if updates:
-        connection.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")), updates)
-    if lifted:
-        connection.execute(suppressions.delete().where(suppressions.c.email_key.in_(lifted)))
+    db.write_import(connection, inserts=inserts, updates=updates, lifted=lifted)
 
 
 @contextmanager
@@ -417,17 +408,13 @@ def import_subscribers(store: Store, path: str | os.PathLike[str], *, dry_run: b
 
 
 def _listing_filter(tag: str | None, status: str | None) -> ColumnElement[bool]:
-    conditions = [tag_filter(tag)]
-    if status is not None:
-        if status not in SUBSCRIBER_STATUSES:
-            raise SubscriberError(f"unknown status {status!r} (valid: {', '.join(SUBSCRIBER_STATUSES)})")
-        conditions.append(subscribers.c.status == status)
-    return and_(*conditions)
+    if status is not None and status not in SUBSCRIBER_STATUSES:
+        raise SubscriberError(f"unknown status {status!r} (valid: {', '.join(SUBSCRIBER_STATUSES)})")
+    return db.listing_filter(tag, status)
 
 
 def _stream(connection: Connection, where: ColumnElement[bool]) -> Iterator[Subscriber]:
-    query = select(subscribers).where(where).order_by(subscribers.c.email_key)
-    for row in connection.execution_options(yield_per=YIELD_PER).execute(query):
+    for row in db.stream(connection, where):
         yield Subscriber.from_row(row)
 
 
@@ -445,14 +432,6 @@ def list_subscribers(store: Store, *, tag: str | None = None, status: str | None
     return stream()
 
 
-def _attribute_names(connection: Connection, where: ColumnElement[bool]) -> list[str]:
-    names: set[str] = set()
-    query = select(subscribers.c.attributes).where(where)
-    for (attributes,) in connection.execution_options(yield_per=YIELD_PER).execute(query):
-        names.update(attributes or {})
-    return sorted(names)
-
-
 def export_subscribers(store: Store, out: TextIO, *, tag: str | None = None, status: str | None = None) -> int:
     """Write subscribers as CSV that ``import_subscribers`` reads back unchanged; return how many.
 
@@ -462,7 +441,7 @@ def export_subscribers(store: Store, out: TextIO, *, tag: str | None = None, sta
     writer = Writer(out, lineterminator="\n")
     count = 0
     with store.read() as connection:
-        names = _attribute_names(connection, where)
+        names = db.attribute_names(connection, where)
         writer.writerow([*COLUMNS, *names])
         for subscriber in _stream(connection, where):
             extra = (str(subscriber.attributes.get(name, "")) for name in names)
@@ -471,27 +450,12 @@ def export_subscribers(store: Store, out: TextIO, *, tag: str | None = None, sta
     return count
 
 
-def audience_filter(tag: str | None) -> ColumnElement[bool]:
-    """Active subscribers with this tag (all active ones when None) whose address is not suppressed.
-
-    A Core expression on ``subscribers``, for ``select(...).where(...)`` and INSERT ... SELECT.
-    """
-    return and_(subscribers.c.status == "active", tag_filter(tag),
-                ~exists().where(suppressions.c.email_key == subscribers.c.email_key))
-
-
 def count_audience(store: Store, tag: str | None = None) -> int:
     """How many subscribers an edition sent to this tag (or everyone, when None) would reach."""
-    with store.read() as connection:
-        return connection.scalar(select(func.count()).select_from(subscribers).where(audience_filter(tag))) or 0
+    return db.count_audience(store, tag)
 
 
 # Unsubscribe -------------------------------------------------------------------------------------------------
-
-
-def _insert_if_absent(connection: Connection) -> Insert:
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(suppressions).on_conflict_do_nothing(index_elements=[suppressions.c.email_key])
 
 
 def unsubscribe(store: Store, email: str, *, reason: str = "unsubscribed", source: str = "") -> bool:
@@ -499,18 +463,11 @@ def unsubscribe(store: Store, email: str, *, reason: str = "unsubscribed", sourc
 
     The status becomes ``reason`` when that is "bounced" or "complained", else "unsubscribed"; only
     an active subscriber's status changes, and the first suppression of an address is kept, so
-    calling this again changes nothing.
+    calling this again changes nothing. Rows of the address still queued in a send in progress
+    are suppressed at once.
     """
     if reason not in SUPPRESSION_REASONS:
         raise SubscriberError(f"unknown reason {reason!r} (valid: {', '.join(SUPPRESSION_REASONS)})")
     key = email_key(email)
-    status = reason if reason in INACTIVE else "unsubscribed"
-    now = utcnow()
-    with store.begin() as connection:
-        connection.execute(_insert_if_absent(connection).values(email_key=key, reason=reason, source=source,
-                                                                created_at=now))
-        known = connection.scalar(select(subscribers.c.id).where(subscribers.c.email_key == key)) is not None
-        connection.execute(subscribers.update().where(subscribers.c.email_key == key,
-                                                      subscribers.c.status == "active")
-                           .values(status=status, updated_at=now))
-    return known
+    status = SubscriberStatus(reason if reason in INACTIVE else "unsubscribed")
+    return key in db.suppress(store, [key], reason=reason, status=status, source=source, now=utcnow())

@@ -335,3 +335,25 @@ def test_two_resumes_at_once_never_send_anyone_twice(project: Path, settings: Se
     with store.begin() as connection:
         attempts = connection.scalars(select(deliveries.c.attempts).where(deliveries.c.send_id == send_id)).all()
     assert set(attempts) == {1}, "a row was claimed twice"
+
+
+def test_an_unsubscribe_during_a_send_suppresses_the_rows_not_yet_claimed(project: Path, settings: Settings,
+                                                                          store: Store) -> None:
+    _audience(store, project, _many(6))
+    send_id = _start(store, settings, _edition(project, settings))
+
+    class Unsubscribing(_Fine):
+        max_batch: ClassVar[int] = 2
+
+        async def send(self, batch: Batch) -> list[Outcome]:
+            if batch.recipients[0].email == "reader00000@example.net":  # while the first batch is out
+                unsubscribe(store, "reader00001@example.net")  # in flight: it settles as it comes back
+                unsubscribe(store, "reader00004@example.net")  # still queued: nobody sends it now
+            return await super().send(batch)
+
+    settings = settings.model_copy(update={"provider": settings.provider.model_copy(update={"concurrency": 1})})
+    summary = asyncio.run(send.run_send(store, settings, send_id, provider=Unsubscribing()))
+    assert summary.counts == {"sent": 5, "suppressed": 1}
+    with store.read() as connection:
+        assert connection.scalar(select(deliveries.c.email).where(deliveries.c.status == "suppressed")) \
+            == "reader00004@example.net"

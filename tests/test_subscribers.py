@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, literal, select
+from sqlalchemy import func, insert, select
 
 from pipeline.cli.subscribers import add_commands as add_subscriber_commands
 from pipeline.config import Settings
@@ -20,7 +20,6 @@ from pipeline.store import Store, utcnow
 from pipeline.store.tables import subscribers, suppressions
 from pipeline.subscribers import (
     ImportReport,
-    audience_filter,
     count_audience,
     export_subscribers,
     import_subscribers,
@@ -385,22 +384,6 @@ def test_an_underscore_in_a_tag_is_not_a_wildcard(store: Store, tmp_path: Path) 
     import_subscribers(store, write_csv(tmp_path / "tags.csv", ["email,tags", "a@example.org,a-b",
                                                                 "b@example.org,a_b"]))
     assert count_audience(store, "a_b") == 1 and count_audience(store, "a-b") == 1
-
-
-def test_audience_filter_works_in_insert_from_select(store: Store) -> None:
-    """The sender queues an edition's deliveries with INSERT ... SELECT ... WHERE audience_filter(tag)."""
-    import_subscribers(store, SAMPLE)
-    unsubscribe(store, "ada.lovelace@example.org")
-    queue = Table("queue", MetaData(), Column("subscriber_id", Integer), Column("email", String(320)),
-                  Column("status", String(20)))
-    with store.begin() as connection:
-        queue.create(connection)
-        audience = select(subscribers.c.id, subscribers.c.email, literal("queued")).where(audience_filter("policy"))
-        connection.execute(insert(queue).from_select(["subscriber_id", "email", "status"], audience))
-        queued = connection.execute(select(queue.c.email, queue.c.status).order_by(queue.c.email)).all()
-    assert [tuple(row) for row in queued] == [("grace.hopper@example.org", "queued"),
-                                              ("katherine.johnson@example.org", "queued"),
-                                              ("li.wei@example.org", "queued")]
 
 
 def test_unsubscribe_is_idempotent(store: Store) -> None:

@@ -1,0 +1,97 @@
+"""Named operations on subscribers and suppressions: the SQL of the audience.
+
+Unsubscribing suppresses the address for every later send and for the rest of
+a send in progress: its rows not yet claimed become ``suppressed`` (delivery
+move ``suppress``); a row already handed to the provider is left to settle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, exists, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pipeline.store import Store
+from pipeline.store.audience import tag_filter
+from pipeline.store.states import ACTIVE_SENDS, DELIVERY_MOVES, SubscriberStatus
+from pipeline.store.tables import deliveries, sends, subscribers, suppressions
+
+YIELD_PER = 500  # rows fetched at a time when listing
+
+
+def listing_filter(tag: str | None, status: str | None) -> ColumnElement[bool]:
+    """Subscribers with this tag and status (any, when None)."""
+    conditions = [tag_filter(tag)]
+    if status is not None:
+        conditions.append(subscribers.c.status == status)
+    return and_(*conditions)
+
+
+def known(connection: Connection, keys: list[str]) -> tuple[dict[str, Row[Any]], dict[str, str]]:
+    """The stored rows of these addresses, and the reasons of their suppressions, by address key."""
+    stored = {row.email_key: row for row in connection.execute(
+        select(subscribers).where(subscribers.c.email_key.in_(keys)))}
+    suppressed = dict(connection.execute(select(suppressions.c.email_key, suppressions.c.reason)
+                                         .where(suppressions.c.email_key.in_(keys))).all())
+    return stored, suppressed
+
+
+def write_import(connection: Connection, *, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
+                 lifted: list[str]) -> None:
+    """Add new subscribers, update known ones (each update names its ``row_id``), lift suppressions."""
+    if inserts:
+        connection.execute(subscribers.insert(), inserts)
+    if updates:
+        connection.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")), updates)
+    if lifted:
+        connection.execute(suppressions.delete().where(suppressions.c.email_key.in_(lifted)))
+
+
+def stream(connection: Connection, where: ColumnElement[bool]) -> Iterator[Row[Any]]:
+    """Subscribers by address, read a few hundred at a time."""
+    query = select(subscribers).where(where).order_by(subscribers.c.email_key)
+    yield from connection.execution_options(yield_per=YIELD_PER).execute(query)
+
+
+def attribute_names(connection: Connection, where: ColumnElement[bool]) -> list[str]:
+    names: set[str] = set()
+    query = select(subscribers.c.attributes).where(where)
+    for (attributes,) in connection.execution_options(yield_per=YIELD_PER).execute(query):
+        names.update(attributes or {})
+    return sorted(names)
+
+
+def count_audience(store: Store, tag: str | None) -> int:
+    """Active subscribers with this tag (all, when None) whose address is not suppressed."""
+    where = and_(subscribers.c.status == SubscriberStatus.ACTIVE, tag_filter(tag),
+                 ~exists().where(suppressions.c.email_key == subscribers.c.email_key))
+    with store.read() as connection:
+        return int(connection.scalar(select(func.count()).select_from(subscribers).where(where)) or 0)
+
+
+def suppress(store: Store, keys: Iterable[str], *, reason: str, status: SubscriberStatus, source: str,
+             now: dt.datetime) -> set[str]:
+    """Suppress these addresses (the first suppression of an address is kept), make active subscribers among
+    them ``status``, and suppress their rows still queued in sends in progress. The keys that are subscribers."""
+    keys = sorted(set(keys))
+    with store.begin() as connection:
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(suppressions).on_conflict_do_nothing(
+            index_elements=[suppressions.c.email_key]),
+            [{"email_key": key, "reason": reason, "source": source, "created_at": now} for key in keys])
+        found = set(connection.scalars(select(subscribers.c.email_key).where(subscribers.c.email_key.in_(keys))))
+        connection.execute(subscribers.update().where(subscribers.c.email_key.in_(keys),
+                                                      subscribers.c.status == SubscriberStatus.ACTIVE)
+                           .values(status=status, updated_at=now))
+        move = DELIVERY_MOVES["suppress"]
+        members = select(subscribers.c.id).where(subscribers.c.email_key.in_(keys))
+        in_progress = select(sends.c.id).where(sends.c.status.in_(sorted(ACTIVE_SENDS)))
+        connection.execute(deliveries.update().where(
+            deliveries.c.status.in_(sorted(move.sources)), deliveries.c.subscriber_id.in_(members),
+            deliveries.c.send_id.in_(in_progress))
+            .values(status=move.target, error_class="suppressed", updated_at=now,
+                    error_text=f"{reason} during the send ({source or 'no source given'})"))
+    return found
