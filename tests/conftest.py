@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import os
 import shutil
 import textwrap
@@ -82,7 +85,7 @@ def chromium_available() -> bool:
     return Path(os.environ.get("NEWSLETTER_CHROMIUM", "/usr/bin/chromium")).exists()
 
 
-def sender_died(store, send_id: int, *, runner: str = "elsewhere:1:dead") -> None:  # type: ignore[no-untyped-def]
+def sender_died(store, send_id: int, *, runner: str = "elsewhere:1:dead") -> None:
     """Make ``send_id`` look owned by a sender on another machine whose lease ran out a minute ago."""
     import datetime as dt
 
@@ -92,3 +95,17 @@ def sender_died(store, send_id: int, *, runner: str = "elsewhere:1:dead") -> Non
     with store.begin() as connection:
         connection.execute(sends.update().where(sends.c.id == send_id).values(
             runner=runner, lease_until=utcnow() - dt.timedelta(minutes=1)))
+
+
+def part(message: email.message.EmailMessage, kind: str) -> str:
+    """The text of a message's ``plain`` or ``html`` part (the test fails if it has none)."""
+    body = message.get_body((kind,))
+    assert body is not None, f"no {kind} part"
+    return str(body.get_content())
+
+
+def parsed(data: bytes) -> email.message.EmailMessage:
+    """A message parsed strictly, as a standards-minded client would."""
+    message = email.message_from_bytes(data, policy=email.policy.strict)
+    assert isinstance(message, email.message.EmailMessage)
+    return message

@@ -19,7 +19,7 @@ from .conftest import sender_died
 from .test_send import _audience, _edition, _many, _start
 
 
-def _with(settings, **provider):  # type: ignore[no-untyped-def]
+def _with(settings, **provider):
     return settings.model_copy(update={"provider": settings.provider.model_copy(update=provider)})
 
 
@@ -30,7 +30,7 @@ class Recording:
     idempotent: ClassVar[bool] = False
     max_batch: ClassVar[int] = 5
 
-    def __init__(self, fail_with: Exception | None = None, fail_batches: set[int] | None = None):
+    def __init__(self, fail_with: BaseException | None = None, fail_batches: set[int] | None = None):
         self.batches: list[Batch] = []
         self.in_flight = self.most_in_flight = 0
         self.fail_with, self.fail_batches = fail_with, fail_batches

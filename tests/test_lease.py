@@ -134,7 +134,8 @@ def test_runners_never_take_over_a_send_waiting_on_its_rate_limit(project: Path,
     assert waited > 4 * lease, "the rate limit did not make the sender wait: nothing was tested"
     assert len(received) == 40 and set(received.values()) == {1}, received
     with store.read() as connection:
-        rows = dict(connection.execute(select(deliveries.c.status, func.count()).group_by(deliveries.c.status)).all())
+        rows: dict[str, int] = dict(connection.execute(
+            select(deliveries.c.status, func.count()).group_by(deliveries.c.status)).all())
         attempts = set(connection.scalars(select(deliveries.c.attempts)))
     assert rows == {"sent": 40} and attempts == {1}, logs
     assert not any("is being sent by" in log or "lease is lost" in log for log in logs), logs

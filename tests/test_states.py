@@ -126,7 +126,7 @@ class _Refusing:
     idempotent = False
     max_batch = 100
 
-    async def send(self, batch):  # type: ignore[no-untyped-def]
+    async def send(self, batch):
         from pipeline.mail import Outcome
 
         return [Outcome(delivery_id=p.delivery_id, status="failed", error_class="permanent", error_text="no")

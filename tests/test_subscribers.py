@@ -20,6 +20,7 @@ from pipeline.store import Store, utcnow
 from pipeline.store.tables import subscribers, suppressions
 from pipeline.subscribers import (
     ImportReport,
+    Subscriber,
     count_audience,
     export_subscribers,
     import_subscribers,
@@ -79,12 +80,12 @@ def write_csv(path: Path, lines: list[str], ending: str = "\n") -> Path:
     return path
 
 
-def rows(store: Store, table=subscribers) -> int:  # type: ignore[no-untyped-def]
+def rows(store: Store, table=subscribers) -> int:
     with store.begin() as connection:
         return connection.scalar(select(func.count()).select_from(table)) or 0
 
 
-def by_email(store: Store) -> dict[str, object]:
+def by_email(store: Store) -> dict[str, Subscriber]:
     return {subscriber.email: subscriber for subscriber in list_subscribers(store)}
 
 
@@ -240,7 +241,7 @@ def test_spaces_and_tabs_around_a_name_are_trimmed(store: Store, tmp_path: Path)
     assert by_email(store)["ada@example.org"].name == "Ada Lovelace"
 
 
-def test_cli_import_reports_a_control_character_with_file_and_line(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_import_reports_a_control_character_with_file_and_line(run, project: Path) -> None:
     path = write_csv(project / "nul.csv", ["email,name", "ada@example.org,Ada\x00Lovelace"])
     code, out, err = run("subscribers", "import", str(path))
     assert code == 1
@@ -298,7 +299,7 @@ def test_export_defuses_formula_cells_and_import_restores_them(store: Store, tmp
     assert by_email(store) == stored
 
 
-def test_cli_list_as_csv_defuses_formula_cells(run, project: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_list_as_csv_defuses_formula_cells(run, project: Path, tmp_path: Path) -> None:
     assert run("subscribers", "import", str(_formula_file(tmp_path)))[0] == 0
     code, out, err = run("subscribers", "list", "--format", "csv")
     assert code == 0
@@ -431,9 +432,11 @@ def run(settings: Settings, capsys: pytest.CaptureFixture[str]):
 
 
 def test_every_subscribers_command_has_help_text() -> None:
-    group = _parser()._subparsers._group_actions[0].choices["subscribers"]  # type: ignore[union-attr]
+    subparsers = _parser()._subparsers
+    assert subparsers is not None
+    group = subparsers._group_actions[0].choices["subscribers"]  # type: ignore[index]
     assert group.description
-    commands = group._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    commands = group._subparsers._group_actions[0].choices
     assert set(commands) == {"import", "list", "export", "unsubscribe"}
     for name, parser in commands.items():
         assert parser.description, name
@@ -441,7 +444,7 @@ def test_every_subscribers_command_has_help_text() -> None:
             assert action.help, (name, action.dest)
 
 
-def test_cli_import_exit_codes(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_import_exit_codes(run, project: Path) -> None:
     (project / "subscribers").mkdir()
     shutil.copy(SAMPLE, project / "subscribers" / "subscribers.csv")
     code, out, err = run("subscribers", "import", "subscribers.csv", "--dry-run")
@@ -463,7 +466,7 @@ def test_cli_import_exit_codes(run, project: Path) -> None:  # type: ignore[no-u
     assert code == 1 and "1 kept unsubscribed" in out and "--resubscribe" in out
 
 
-def test_cli_import_of_an_unreadable_file_exits_2(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_import_of_an_unreadable_file_exits_2(run, project: Path) -> None:
     latin = project / "latin1.csv"
     latin.write_bytes("email,name\nmaria@example.org,Maria Skłodowska\n".encode("cp1250"))
     code, out, err = run("subscribers", "import", str(latin))
@@ -474,7 +477,7 @@ def test_cli_import_of_an_unreadable_file_exits_2(run, project: Path) -> None:  
     assert code == 2 and err == "newsletter: error: missing.csv: file not found\n"
 
 
-def test_cli_list_export_unsubscribe(run, project: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_list_export_unsubscribe(run, project: Path) -> None:
     assert run("subscribers", "import", str(SAMPLE))[0] == 0
     code, out, err = run("subscribers", "list", "--tag", "cyber")
     assert code == 0 and out.splitlines()[-1] == "2 subscriber(s)" and "alan.turing@example.org" in out

@@ -26,7 +26,7 @@ def test_a_time_with_an_offset_keeps_it() -> None:
 
 
 @pytest.mark.parametrize(("text", "tz"), [("2026-03-29 02:30", BERLIN), ("2026-03-08 02:30", NEW_YORK)])
-def test_the_skipped_hour_does_not_exist(text: str, tz) -> None:  # type: ignore[no-untyped-def]
+def test_the_skipped_hour_does_not_exist(text: str, tz) -> None:
     with pytest.raises(ScheduleError, match="does not exist .*spring forward"):
         parse_when(text, tz)
 
@@ -37,7 +37,7 @@ def test_the_skipped_hour_does_not_exist(text: str, tz) -> None:  # type: ignore
     ("2026-11-01 01:30", NEW_YORK, dt.datetime(2026, 11, 1, 5, 30, tzinfo=dt.UTC),
      dt.datetime(2026, 11, 1, 6, 30, tzinfo=dt.UTC)),
 ])
-def test_the_repeated_hour_needs_a_fold(text: str, tz, first, second) -> None:  # type: ignore[no-untyped-def]
+def test_the_repeated_hour_needs_a_fold(text: str, tz, first, second) -> None:
     with pytest.raises(ScheduleError, match="happens twice .* --fold 0 .* --fold 1"):
         parse_when(text, tz)
     assert parse_when(text, tz, fold=0).astimezone(dt.UTC) == first
@@ -57,7 +57,7 @@ def test_unreadable_time_and_unknown_zone() -> None:
     (NEW_YORK, dt.date(2026, 3, 6), [14, 14, 13, 13]),  # spring forward on 8 March
     (NEW_YORK, dt.date(2026, 10, 30), [13, 13, 14, 14]),  # fall back on 1 November
 ])
-def test_a_daily_time_keeps_its_local_hour_across_transitions(tz, start, utc_hours) -> None:  # type: ignore[no-untyped-def]
+def test_a_daily_time_keeps_its_local_hour_across_transitions(tz, start, utc_hours) -> None:
     moments = daily(start, dt.time(9, 0), tz, 4)
     assert [moment.astimezone(tz).hour for moment in moments] == [9, 9, 9, 9]
     assert [moment.astimezone(dt.UTC).hour for moment in moments] == utc_hours
@@ -66,7 +66,7 @@ def test_a_daily_time_keeps_its_local_hour_across_transitions(tz, start, utc_hou
 @pytest.mark.parametrize("text", ["9999-12-31 23:59", "9999-12-31 23:59+05:00", "9999-12-31T23:59:59-05:00",
                                   "0001-01-01 00:00", "0001-01-01 00:00+05:00", "0001-01-01 00:00-05:00"])
 @pytest.mark.parametrize("tz", [BERLIN, NEW_YORK, zone("Pacific/Kiritimati"), zone("Pacific/Pago_Pago")])
-def test_a_time_out_of_reach_is_an_error_not_an_overflow(text: str, tz) -> None:  # type: ignore[no-untyped-def]
+def test_a_time_out_of_reach_is_an_error_not_an_overflow(text: str, tz) -> None:
     with pytest.raises(ScheduleError, match=r"(ahead \(a typo\?\)|before 2000): a send time must be between 2000 "
                                             r"and 10 years from now"):
         parse_when(text, tz)
@@ -83,7 +83,7 @@ def test_reach_is_ten_years_from_now() -> None:
 
 
 @pytest.mark.parametrize("tz", [BERLIN, NEW_YORK, zone("Pacific/Kiritimati"), zone("Pacific/Pago_Pago")])
-def test_the_earliest_and_latest_times_convert_and_describe(tz) -> None:  # type: ignore[no-untyped-def]
+def test_the_earliest_and_latest_times_convert_and_describe(tz) -> None:
     latest = (dt.datetime.now() + dt.timedelta(days=3650)).strftime("%Y-%m-%d %H:%M")
     for text in ("2000-01-01 00:00", "2000-01-01 00:00+14:00", latest, f"{latest}-12:00"):
         assert describe(parse_when(text, tz), tz).endswith(" UTC")

@@ -14,7 +14,7 @@ KEY_VARIABLES = {"postmark": "POSTMARK_SERVER_TOKEN", "sendgrid": "SENDGRID_API_
 DEFAULT_PORT = 8750
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     emulator = commands.add_parser(
         "emulator", help="run a local stand-in for the Postmark, SendGrid, Mailgun and Resend APIs",
         description="Serve the four providers' send APIs at their real paths, with their real authentication, "

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 ACTIONS = ("list", "cancel", "move")
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     schedule = commands.add_parser(
         "schedule", help="schedule a draft, or list, cancel or move scheduled sends",
         description="newsletter schedule DRAFT --at '2026-12-01 09:00' [--tz ZONE]: check the draft and schedule "

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pipeline.send import Lease
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     send = commands.add_parser(
         "send", help="send an edition now, to test addresses, or resume, pause, cancel or retry a send",
         description="Send a draft to its audience now (after the check gate), or to test addresses; or act on "
@@ -115,14 +115,15 @@ def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(store: Store, settings: Settings, send_id: int, *, progress: bool, lease: Lease | None = None) -> int:
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from tqdm import tqdm
 
     from pipeline import send
 
     total = send.queued_count(store, send_id)
     with tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or None,
               desc=f"send {send_id}", dynamic_ncols=True) as bar:
-        summary = asyncio.run(send.run_send(store, settings, send_id, on_progress=bar.update, lease=lease))
+        summary = asyncio.run(send.run_send(store, settings, send_id, on_progress=lambda count: bar.update(count),
+                                            lease=lease))
     return _print_summary(summary, settings)
 
 

@@ -130,7 +130,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", choices=SUBSCRIBER_STATUSES, help="only subscribers with this status")
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register ``newsletter subscribers import|list|export|unsubscribe`` on the command's subparsers."""
     group = commands.add_parser("subscribers", help="import, list, export and unsubscribe subscribers",
                                 description="Import, list, export and unsubscribe subscribers.")

@@ -24,11 +24,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
-from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
-from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-untyped]
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # type: ignore[import-untyped]
-from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError
@@ -44,7 +44,7 @@ log = logging.getLogger("newsletter.schedule")
 JOBS_TABLE = "apscheduler_jobs"
 
 
-class SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+class SharedJobStore(SQLAlchemyJobStore):
     """APScheduler's SQLAlchemy job store, shared by every runner on the database.
 
     Each runner may fire a job another runner also fired (the send's claim

@@ -40,7 +40,7 @@ from pipeline.store import sends as db
 from pipeline.store.states import DeliveryStatus
 
 log = logging.getLogger("newsletter.send")
-ProgressHook = Callable[[int], None]
+ProgressHook = Callable[[int], object]
 StopCheck = Callable[[], bool]
 
 

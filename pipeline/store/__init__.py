@@ -55,7 +55,7 @@ class Store:
         self._migrated = False
 
     @classmethod
-    def from_settings(cls, settings) -> Store:  # type: ignore[no-untyped-def]
+    def from_settings(cls, settings) -> Store:
         store = cls(database_url(settings.database.url, settings.root))
         store.migrate()
         return store
@@ -117,7 +117,7 @@ def _engine_options(url: str) -> dict:
 
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None  # let "begin" below issue BEGIN itself
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -127,7 +127,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def begin(connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         connection.exec_driver_sql(f"BEGIN {mode}")
 

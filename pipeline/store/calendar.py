@@ -44,7 +44,7 @@ class Live:
         return self.runner is None or self.lease_until is None or self.lease_until <= now
 
 
-def _entry(row) -> Entry:  # type: ignore[no-untyped-def]
+def _entry(row) -> Entry:
     return Entry(id=row.id, status=SendStatus(row.status), at=row.scheduled_at, timezone=row.timezone,
                  reason=row.status_reason or "", draft_path=row.draft_path, edition=row.name,
                  content_hash=row.content_hash)

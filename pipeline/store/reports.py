@@ -76,7 +76,7 @@ def delivery_lines(store: Store, send_id: int, *, status: str | None = None,
     return _stream(store, query)
 
 
-def _stream(store: Store, query) -> Iterator[DeliveryLine]:  # type: ignore[no-untyped-def]
+def _stream(store: Store, query) -> Iterator[DeliveryLine]:
     with store.read() as connection:
         for row in connection.execution_options(yield_per=1000).execute(query):
             error = " ".join(part for part in (row.error_class, row.error_text) if part) or None

@@ -18,8 +18,22 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
@@ -156,13 +170,13 @@ def create_send(store: Store, edition: StoredEdition, *, status: SendStatus, aud
                             f"{_what_to_do(active.id, SendStatus(active.status))}")
         edition_id = _record_edition(connection, edition, now)
         owned = status == S.SENDING and owner is not None
-        send_id = int(connection.execute(insert(sends).values(
+        send_id = _inserted(connection.execute(insert(sends).values(
             edition_id=edition_id, status=status, audience=audience, provider=provider, scheduled_at=scheduled_at,
             created_at=now, started_at=now if owned else None, status_reason="", override_reason=override_reason,
             draft_path=draft_path, timezone=timezone, nonce=secrets.token_hex(8),
             queued_at=now if status == S.SENDING else None,
             runner=owner if owned else None, lease_until=_until(lease_seconds, now) if owned else None,
-        )).inserted_primary_key[0])
+        )))
         if status == S.SENDING:
             _queue(connection, send_id, edition.name, audience, now)
     return send_id
@@ -204,10 +218,17 @@ def _record_edition(connection: Connection, edition: StoredEdition, now: dt.date
         editions.c.name == edition.name, editions.c.content_hash == edition.content_hash))
     if found is not None:
         return int(found)
-    return int(connection.execute(insert(editions).values(
+    return _inserted(connection.execute(insert(editions).values(
         name=edition.name, content_hash=edition.content_hash, subject=edition.subject, built_path=edition.built_path,
         email_html=edition.email_html, email_txt=edition.email_txt, created_at=now,
-    )).inserted_primary_key[0])
+    )))
+
+
+def _inserted(result: CursorResult[Any]) -> int:
+    """The id of the row an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT of one row has a primary key"
+    return int(key[0])
 
 
 def _queue(connection: Connection, send_id: int, edition_name: str, audience: str | None, now: dt.datetime) -> None:
@@ -293,17 +314,19 @@ def release(store: Store, send_id: int, owner: str) -> SendStatus | None:
         if status is None:
             return None
         values: dict[str, object] = {"runner": None, "lease_until": None}
+        after = SendStatus(status)
         queued = connection.scalar(select(sends.c.queued_at).where(sends.c.id == send_id)) is not None
         if status in SEND_MOVES["finish"].sources and queued and not _count(connection, send_id, UNSETTLED):
             counts = _counts(connection, send_id)
             unsent = counts.get(D.FAILED, 0) + counts.get(D.UNCERTAIN, 0)
             if unsent and not counts.get(D.SENT, 0):
-                values.update(status=SEND_MOVES["fail"].target, finished_at=now,
-                              status_reason=f"nobody was sent it: {unsent} row(s) failed or uncertain")
+                after = SendStatus(SEND_MOVES["fail"].target)
+                values.update(status_reason=f"nobody was sent it: {unsent} row(s) failed or uncertain")
             else:
-                values.update(status=SEND_MOVES["finish"].target, finished_at=now)
+                after = SendStatus(SEND_MOVES["finish"].target)
+            values.update(status=after, finished_at=now)
         connection.execute(update(sends).where(sends.c.id == send_id, sends.c.runner == owner).values(**values))
-        return SendStatus(values.get("status", status))
+        return after
 
 
 # ---------------------------------------------------------------- batches
