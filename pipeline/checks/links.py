@@ -73,7 +73,7 @@ def check_links(edition: Edition, body: Body, settings: Settings, *, offline: bo
 def _collect(edition: Edition, body: Body) -> list[_Link]:
     """Every href and src, in order of first appearance, with its draft.md line when the editor wrote it."""
     editor_urls = _editor_urls(body)
-    draft_lines = edition.draft.source.read_text(encoding="utf-8-sig").splitlines()
+    draft_lines = edition.draft.lines
     sections = {link.href: link.section for link in edition.links}
     found: dict[str, set[str]] = {}
     for name, html in (("email.html", edition.email_html), ("web.html", edition.web_html)):

@@ -33,8 +33,7 @@ def _problem(severity: str, message: str, location: str) -> Problem:
 
 def _leftovers(draft: Draft) -> list[Problem]:
     problems = []
-    text = draft.source.read_text(encoding="utf-8-sig")
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(draft.lines, start=1):
         for match in LEFTOVERS.finditer(line):
             word = match.group()
             if word.lower() != "lorem ipsum" and not _CAPITALS.fullmatch(word):
