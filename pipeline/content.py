@@ -19,19 +19,25 @@ drops whatever lies past its ``maxNesting``; HTML parsers past 255 elements) is
 refused with the draft.md line, never cut short.
 
 The parts keep their markdown-it tokens, so the HTML and the plain-text parts
-are both rendered from the same content.
+are both rendered from the same content. Parsing settles everything about the
+tokens (heading levels, ``lang`` marks, image widths) and nothing writes to
+them afterwards, so one Body can be rendered and checked any number of times:
+what depends on the publication, such as where an image is published, is
+decided while rendering, on a copy of the token.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import imagesize
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
 from markdown_it.rules_block import StateBlock
 from markdown_it.token import Token
 from mdit_py_plugins.container import container_plugin
@@ -62,12 +68,30 @@ _BLOCK_CONTAINERS = {"bullet_list_open": 1, "ordered_list_open": 1, "blockquote_
 
 
 def markdown() -> MarkdownIt:
-    """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML."""
+    """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML.
+
+    Its renderer leaves the tokens it renders as they are, so one Body can be rendered any number of times.
+    """
     md = MarkdownIt("commonmark", {"html": False, "maxNesting": _PARSER_NESTING})
     md.enable(["table", "strikethrough"]).use(footnote_plugin)
     md.use(container_plugin, "comment", validate=lambda params, *_: params.strip().casefold() == "comment")
     md.block.ruler.before("table", "nesting_guard", _nesting_guard)
+    image_rule = cast(RendererHTML, md.renderer).rules["image"]
+
+    def image(renderer: Any, tokens: Sequence[Token], index: int, options: Any, env: Any) -> str:
+        # markdown-it's image rule writes the rendered alt text into the token's attrs: give it a copy.
+        return str(image_rule(shown_as(tokens, index), index, options, env))
+
+    md.add_render_rule("image", image)
     return md
+
+
+def shown_as(tokens: Sequence[Token], index: int, **attrs: str) -> list[Token]:
+    """``tokens`` with a copy of ``tokens[index]`` in its place, its attrs updated: for a renderer to
+    change what it shows without changing the Body it renders."""
+    shown = list(tokens)
+    shown[index] = tokens[index].copy(attrs={**tokens[index].attrs, **attrs})
+    return shown
 
 
 class _TooDeep(Exception):

@@ -15,19 +15,21 @@ import functools
 import hashlib
 import re
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from lxml import html as lxml_html
+from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
 
 from pipeline import placeholders
 from pipeline.config import Settings
-from pipeline.content import Block, Body, Image, Section, markdown, parse_body, plain_text
+from pipeline.content import Block, Body, Image, Section, markdown, parse_body, plain_text, shown_as
 from pipeline.draft import Draft
 from pipeline.errors import RenderError
 from pipeline.inline import DOCTYPE, inline_css, serialize
@@ -196,17 +198,19 @@ class _Views:
 
     def __init__(self, draft: Draft, body: Body, settings: Settings):
         self.md = markdown()
+        self.renderer = cast(RendererHTML, self.md.renderer)
         self.env = body.env
         self.text = TextRenderer()
         asset_base = f"{settings.publication.asset_base_url}/{draft.name}"
-        image_rule = self.md.renderer.rules["image"]
+        published = {image.src: f"{asset_base}/{image.src.lstrip('./')}" for image in body.images if image.file}
+        image_rule = self.renderer.rules["image"]
 
-        def image(renderer: Any, tokens: list[Token], index: int, options: Any, env: Any) -> str:
-            token = tokens[index]
-            src = str(token.attrGet("src") or "")
-            if any(image.src == src and image.file for image in body.images):
-                token.attrSet("src", f"{asset_base}/{src.lstrip('./')}")
-            return image_rule(tokens, index, options, env)
+        def image(renderer: Any, tokens: Sequence[Token], index: int, options: Any, env: Any) -> str:
+            # A local image is shown at its published address; the Body keeps the draft's own src.
+            src = str(tokens[index].attrGet("src") or "")
+            if src in published:
+                tokens = shown_as(tokens, index, src=published[src])
+            return str(image_rule(tokens, index, options, env))
 
         self.md.add_render_rule("image", image)
         # Language spans around CJK runs (content.py): rendered as ordinary <span lang=..> tags.
@@ -215,10 +219,10 @@ class _Views:
         self.md.add_render_rule("cjk_close", lambda renderer, tokens, index, options, env: "</span>")
 
     def html(self, tokens: tuple[Token, ...] | list[Token]) -> Markup:
-        return Markup(self.md.renderer.render(list(tokens), self.md.options, self.env))
+        return Markup(self.renderer.render(list(tokens), self.md.options, self.env))
 
     def inline_html(self, tokens: tuple[Token, ...]) -> Markup:
-        return Markup(self.md.renderer.renderInline(list(tokens), self.md.options, self.env))
+        return Markup(self.renderer.renderInline(list(tokens), self.md.options, self.env))
 
     def block(self, block: Block) -> dict[str, Any]:
         view: dict[str, Any] = {"kind": block.kind, "line": block.line, "source": None}
