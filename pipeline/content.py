@@ -430,8 +430,11 @@ _CJK_ANY = re.compile(rf"[{_CJK_CHAR}]")
 
 def cjk_language(text: str) -> str | None:
     """'zh', 'ja' or 'ko' for text in those scripts, else None."""
-    if not _CJK_ANY.search(text):
-        return None
+    return _script_language(text) if _CJK_ANY.search(text) else None
+
+
+def _script_language(text: str) -> str:
+    """'ja', 'ko' or 'zh' for text with CJK characters in it."""
     if _KANA.search(text):
         return "ja"
     if _HANGUL.search(text):
@@ -451,7 +454,7 @@ def _mark_languages(chunk: list[Token]) -> None:
         if token.type != "inline" or not _CJK_ANY.search(token.content):
             continue
         opener = chunk[index - 1] if index else None
-        lang = cjk_language(token.content)
+        lang = _script_language(token.content)
         if opener is not None and opener.nesting == 1 and _mostly_cjk(token.content):
             opener.attrSet("lang", lang)
             opener.attrJoin("class", "cjk")
@@ -470,7 +473,7 @@ def _wrap_cjk_runs(children: list[Token]) -> list[Token]:
             if run.start() > position:
                 wrapped.append(_text(child.content[position : run.start()]))
             opener = Token("cjk_open", "span", 1)
-            opener.attrs = {"lang": cjk_language(run.group()), "class": "cjk"}
+            opener.attrs = {"lang": _script_language(run.group()), "class": "cjk"}
             wrapped += [opener, _text(run.group()), Token("cjk_close", "span", -1)]
             position = run.end()
         if position < len(child.content):
