@@ -19,11 +19,11 @@ drops whatever lies past its ``maxNesting``; HTML parsers past 255 elements) is
 refused with the draft.md line, never cut short.
 
 The parts keep their markdown-it tokens, so the HTML and the plain-text parts
-are both rendered from the same content. Parsing settles everything about the
+are both rendered from the same content. A ``Body`` is parsed once per edition
+and shared by rendering and the checks. Parsing settles everything about its
 tokens (heading levels, ``lang`` marks, image widths) and nothing writes to
-them afterwards, so one Body can be rendered and checked any number of times:
-what depends on the publication, such as where an image is published, is
-decided while rendering, on a copy of the token.
+them afterwards: what depends on the publication, such as where an image is
+published, is decided while rendering, on a copy of the token.
 """
 
 from __future__ import annotations
@@ -174,8 +174,9 @@ class Image:
 
 @dataclass(frozen=True, kw_only=True)
 class Body:
-    """The edition's content, in reading order."""
+    """The edition's content, in reading order, with the draft it was read from."""
 
+    draft: Draft = field(repr=False)
     lede: tuple[Block, ...]
     toc_after: int  # how many lede blocks come before the table of contents
     sections: tuple[Section, ...]
@@ -342,6 +343,7 @@ class _BodyReader:
             Section(**{**section, "blocks": tuple(section["blocks"])}) for section in self.sections
         )
         return Body(
+            draft=self.draft,
             lede=tuple(self.lede),
             toc_after=len(self.lede) if self.toc_after is None else self.toc_after,
             sections=sections,

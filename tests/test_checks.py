@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.checks import check_edition, require_passing
 from pipeline.config import Settings, load_settings
-from pipeline.draft import read_draft
 from pipeline.errors import ChecksFailed
-from pipeline.render import Edition, render_edition
+from pipeline.prepare import prepare
+from pipeline.render import Edition
 
 from .conftest import SAMPLE, write_draft
 
@@ -24,7 +24,7 @@ SIGNOFF = f"\n\n[SIGNOFF]\n\nJoe\n\nJoe Bloggs is an editor. {AUTHOR_DISCLAIMER}
 
 
 def _edition(project: Path, settings: Settings, body: str, front: str = FRONT, name: str = "2024-03-01-c") -> Edition:
-    return render_edition(read_draft(write_draft(project, name, front, body)), settings)
+    return prepare(write_draft(project, name, front, body), settings)
 
 
 def _messages(report, check: str | None = None, severity: str | None = None) -> list[str]:
@@ -34,7 +34,7 @@ def _messages(report, check: str | None = None, severity: str | None = None) -> 
 
 @pytest.fixture
 def sample(project: Path, settings: Settings) -> Edition:
-    return render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    return prepare(project / "drafts" / SAMPLE, settings)
 
 
 def test_the_sample_passes_offline_with_no_errors(sample: Edition, settings: Settings) -> None:
@@ -64,7 +64,7 @@ def test_disclaimer_only_inside_a_hidden_element_is_missing(project: Path, setti
     text = template.read_text(encoding="utf-8")
     template.write_text(text.replace('<div class="footer" data-part="footer">',
                                      '<div class="footer" data-part="footer" style="display:none">'), encoding="utf-8")
-    edition = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    edition = prepare(project / "drafts" / SAMPLE, settings)
     assert settings.publication.footer in edition.email_html
     errors = _messages(check_edition(edition, settings, offline=True), "disclaimers", "error")
     assert any("required disclaimer missing from the visible text of email.html: “The China-Russia Report is" in e
@@ -115,7 +115,7 @@ def test_images_alt_width_size(project: Path, settings: Settings) -> None:
     for name in ("a.png", "b.png"):
         shutil.copy(Path(__file__).parent / "data" / "pixel.png", folder / "images" / name)
     (folder / "images" / "b.png").write_bytes((folder / "images" / "b.png").read_bytes() + b"\0" * 300_000)
-    report = check_edition(render_edition(read_draft(folder), settings), settings, offline=True)
+    report = check_edition(prepare(folder, settings), settings, offline=True)
     messages = _messages(report, "images")
     assert any(m.startswith("draft.md:6: image https://report.example.org/assets/2024-03-01-c/images/a.png has an "
                             "empty alt") for m in messages)
@@ -130,7 +130,7 @@ def test_every_svg_image_is_an_error(project: Path, settings: Settings, run_cli)
     (folder / "images").mkdir()
     (folder / "images" / "chart.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
                                                  '<rect width="5" height="5"/></svg>', encoding="utf-8")
-    report = check_edition(render_edition(read_draft(folder), settings), settings, offline=True)
+    report = check_edition(prepare(folder, settings), settings, offline=True)
     svg = [m for m in _messages(report, "images", "error") if "SVG" in m]
     assert svg == ["draft.md:8: image images/chart.svg: SVG is not shown by Gmail or Outlook; use PNG or JPEG",
                    "draft.md:10: image https://maps.example.net/world.SVG?v=2: SVG is not shown by Gmail or Outlook; "

@@ -13,7 +13,7 @@ from pipeline.content import cjk_language, markdown, parse_body
 from pipeline.draft import read_draft
 from pipeline.errors import DraftError
 from pipeline.htmltext import visible_text
-from pipeline.render import render_edition
+from pipeline.prepare import prepare
 
 from .conftest import write_draft
 
@@ -25,7 +25,7 @@ def _body(project: Path, body: str):
 
 
 def _edition(project: Path, settings: Settings, body: str):
-    return render_edition(read_draft(write_draft(project, "2024-03-01-c", FRONT, body)), settings)
+    return prepare(write_draft(project, "2024-03-01-c", FRONT, body), settings)
 
 
 def test_sections_are_numbered_with_unique_anchors(project: Path) -> None:

@@ -45,10 +45,10 @@ class _Link:
     files: frozenset[str]
 
 
-def check_links(edition: Edition, body: Body, settings: Settings, *, offline: bool) -> tuple[
+def check_links(edition: Edition, settings: Settings, *, offline: bool) -> tuple[
         list[Problem], list[LinkResult]]:
     """Problems and per-URL results for every link of the edition."""
-    links = _collect(edition, body)
+    links = _collect(edition)
     problems: list[Problem] = []
     results: dict[str, LinkResult] = {}
     to_request: list[_Link] = []
@@ -70,9 +70,9 @@ def check_links(edition: Edition, body: Body, settings: Settings, *, offline: bo
     return problems, [results[link.url] for link in links]
 
 
-def _collect(edition: Edition, body: Body) -> list[_Link]:
+def _collect(edition: Edition) -> list[_Link]:
     """Every href and src, in order of first appearance, with its draft.md line when the editor wrote it."""
-    editor_urls = _editor_urls(body)
+    editor_urls = _editor_urls(edition.body)
     draft_lines = edition.draft.lines
     sections = {link.href: link.section for link in edition.links}
     found: dict[str, set[str]] = {}

@@ -18,8 +18,9 @@ _CAPITALS = re.compile(r"\b(TK|TODO|XXX)\b")
 MAX_SUBJECT = 100
 
 
-def check_wording(draft: Draft, body: Body) -> list[Problem]:
+def check_wording(body: Body) -> list[Problem]:
     """Every content problem of the draft, located at its draft.md line."""
+    draft = body.draft
     problems = _leftovers(draft)
     problems += _empty_sections(draft, body)
     problems += _repeats(draft, body)
