@@ -6,7 +6,8 @@
 Everything is read (draft.md, its images, the templates) and rendered in memory before anything
 is written, and the body is parsed once: the checks judge the very Edition that was rendered, from
 the Body it carries. Every command and scheduler job that turns a draft into an edition comes
-through here.
+through here. ``checked`` is a coroutine, like the checks; only the command line and the
+scheduler's threads run it with ``asyncio.run``.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def prepare_and_write(folder: Path, settings: Settings, out: Path | None = None)
     return write_build(prepare(folder, settings), settings, out)
 
 
-def checked(folder: Path, settings: Settings, *, offline: bool) -> tuple[Build, Report]:
+async def checked(folder: Path, settings: Settings, *, offline: bool) -> tuple[Build, Report]:
     """Build the draft in ``folder`` and check what was built; ``offline`` requests no links.
 
     The gate is the caller's: ``checks.require_passing`` for an operator's command, the scheduler's
     own rule for a send that fires.
     """
     build = prepare_and_write(folder, settings)
-    return build, check_edition(build.edition, settings, offline=offline)
+    return build, await check_edition(build.edition, settings, offline=offline)

@@ -3,9 +3,11 @@
     Edition ─▶ links · disclaimers · content · images · size · compat ─▶ Report
 
 ``check_edition`` runs them all on the edition as rendered, reading the body it
-carries (never parsing the draft or reading draft.md again). ``require_passing``
-is the gate that sending and scheduling call: it refuses an edition with errors
-unless an operator forces it with a reason, which is then recorded with the send.
+carries (never parsing the draft or reading draft.md again). It is a coroutine,
+as requesting links is: a web endpoint awaits it, a command line runs it with
+``asyncio.run``. ``require_passing`` is the gate that sending and scheduling
+call: it refuses an edition with errors unless an operator forces it with a
+reason, which is then recorded with the send.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ __all__ = ["LinkResult", "Override", "Problem", "Report", "check_edition", "requ
 _ORDER = ("links", "disclaimers", "content", "images", "size", "compat")
 
 
-def check_edition(edition: Edition, settings: Settings, *, offline: bool = False) -> Report:
+async def check_edition(edition: Edition, settings: Settings, *, offline: bool = False) -> Report:
     """Run every check on a built edition; ``offline`` skips reachability."""
-    link_problems, links = check_links(edition, settings, offline=offline)
+    link_problems, links = await check_links(edition, settings, offline=offline)
     problems = [
         *link_problems,
         *check_disclaimers(edition, settings),

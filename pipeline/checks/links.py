@@ -21,7 +21,8 @@ from email_validator import EmailNotValidError, validate_email
 from lxml import html as lxml_html
 
 from pipeline import placeholders
-from pipeline.checks.reachability import LinkCache, LinkOptions, check_links_sync, refuses_robots
+from pipeline.checks.reachability import LinkCache, LinkOptions, refuses_robots
+from pipeline.checks.reachability import check_links as request_links
 from pipeline.checks.report import LinkResult, Problem
 from pipeline.config import Settings
 from pipeline.content import Body
@@ -45,7 +46,7 @@ class _Link:
     files: frozenset[str]
 
 
-def check_links(edition: Edition, settings: Settings, *, offline: bool) -> tuple[
+async def check_links(edition: Edition, settings: Settings, *, offline: bool) -> tuple[
         list[Problem], list[LinkResult]]:
     """Problems and per-URL results for every link of the edition."""
     links = _collect(edition)
@@ -63,7 +64,7 @@ def check_links(edition: Edition, settings: Settings, *, offline: bool) -> tuple
     if to_request:
         options = LinkOptions.from_settings(settings.checks)
         cache = LinkCache(settings.paths.cache / "links.json") if options.cache_hours > 0 else None
-        answered = check_links_sync([link.url for link in to_request], options, cache=cache)
+        answered = await request_links([link.url for link in to_request], options, cache=cache)
         for link in to_request:
             results[link.url] = answered[link.url]
             problems += _reachability(link, answered[link.url], settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -77,7 +78,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.prepare import prepare
 
     edition = prepare(draft_folder(args.draft, settings), settings)
-    report = check_edition(edition, settings, offline=args.offline)
+    report = asyncio.run(check_edition(edition, settings, offline=args.offline))
     if args.format == "json":
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

@@ -87,7 +87,7 @@ def checked_build(draft: str, args: argparse.Namespace, settings: Settings) -> t
     from pipeline.checks import require_passing
     from pipeline.prepare import checked
 
-    build, report = checked(draft_folder(draft, settings), settings, offline=args.offline)
+    build, report = asyncio.run(checked(draft_folder(draft, settings), settings, offline=args.offline))
     return build, require_passing(report, force=args.force, reason=args.reason)
 
 

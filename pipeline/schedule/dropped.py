@@ -13,6 +13,7 @@ reported once and skipped: it never stops the drafts after it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
         _report(settings, reported, folder, f"send_at {at:%Y-%m-%d %H:%M} UTC is in the past; not scheduled",
                 "a dropped draft was not scheduled")
         return
-    report = check_edition(edition, settings, offline=settings.schedule.offline_checks)
+    report = asyncio.run(check_edition(edition, settings, offline=settings.schedule.offline_checks))
     if not report.ok:
         problems = "; ".join(f"{p.location}: {p.message}" for p in report.errors)
         _report(settings, reported, folder, f"not scheduled, {len(report.errors)} check error(s): {problems}",

@@ -55,7 +55,8 @@ def _rebuild_and_queue(store: Store, settings: Settings, send_id: int, lease: se
     try:
         if not record.draft_path:
             raise NewsletterError("the send has no draft to rebuild")
-        build, report = checked(Path(record.draft_path), settings, offline=settings.schedule.offline_checks)
+        build, report = asyncio.run(checked(Path(record.draft_path), settings,
+                                            offline=settings.schedule.offline_checks))
     except NewsletterError as exc:
         return _hold(store, settings, send_id, lease, f"the draft could not be built: {exc}")
     # An operator's override holds for the content it was given for, not for a changed draft.
