@@ -204,7 +204,7 @@ def test_gate_refuses_errors_unless_forced_with_a_reason(project: Path, settings
     with pytest.raises(ChecksFailed, match="needs --reason"):
         require_passing(report, force=True)
     override = require_passing(report, force=True, reason="TK is the company's name")
-    assert override.reason == "TK is the company's name" and len(override.errors) == 1
+    assert override is not None and override.reason == "TK is the company's name" and len(override.errors) == 1
 
 
 def test_check_command_text_and_json(project: Path, run_cli) -> None:
