@@ -1,7 +1,7 @@
 """Benchmark building the sample edition with premailer (the pipeline's inliner) and with css-inline.
 
 In-process wall time (time.perf_counter, median/p90/min after warm-up runs) of the full build --
-render_edition (Jinja, MJML compile and inlining of the email and of the web page, text part, links)
+parse_body and render_edition (Jinja, MJML compile and inlining of the email and of the web page, text part, links)
 plus json.dumps(edition.manifest()) -- as shipped and with pipeline.render.inline_css swapped, in this
 script only, for a css-inline equivalent; of each stage alone on the email part (MJML compile, premailer,
 css-inline); and the email.html size and tracemalloc peak of one full build with each inliner.
@@ -32,6 +32,7 @@ from mjml import mjml2html
 import pipeline.render as render
 from pipeline import placeholders
 from pipeline.config import Settings, load_settings
+from pipeline.content import parse_body
 from pipeline.draft import Draft, read_draft
 from pipeline.inline import DOCTYPE
 from pipeline.inline import inline_css as premailer_inline
@@ -65,7 +66,7 @@ def patched(name: str, function: Callable[[str], str]) -> Iterator[None]:
 
 
 def build(draft: Draft, settings: Settings) -> render.Edition:
-    edition = render.render_edition(draft, settings)
+    edition = render.render_edition(parse_body(draft), settings)
     json.dumps(edition.manifest(), ensure_ascii=False, indent=2)
     return edition
 
@@ -105,7 +106,7 @@ def capture_email_mjml(draft: Draft, settings: Settings) -> tuple[str, str]:
         return compiled
 
     with patched("mjml2html", spy):
-        render.render_edition(draft, settings)
+        render.render_edition(parse_body(draft), settings)
     return seen[0]  # render_edition compiles the email first, then the web page
 
 

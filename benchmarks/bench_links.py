@@ -16,6 +16,7 @@ Run from the project root:  .venv/bin/python benchmarks/bench_links.py
 
 from __future__ import annotations
 
+import asyncio
 import math
 import tempfile
 import threading
@@ -23,7 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pipeline.checks.reachability import LinkCache, LinkOptions, check_links_sync
+from pipeline.checks.reachability import LinkCache, LinkOptions, check_links
 
 HOSTS = 20
 LINKS_PER_HOST = 10
@@ -73,7 +74,7 @@ def start_servers(count: int) -> list[_CountingServer]:
 def timed_check(urls: list[str], options: LinkOptions, cache: LinkCache | None = None) -> tuple[float, int]:
     """Wall time of one check and how many results were "ok"."""
     started = time.perf_counter()
-    results = check_links_sync(urls, options, cache=cache)
+    results = asyncio.run(check_links(urls, options, cache=cache))
     wall = time.perf_counter() - started
     return wall, sum(result.result == "ok" for result in results.values())
 

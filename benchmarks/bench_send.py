@@ -192,7 +192,7 @@ def check_outbox(folder: Path, expected: int) -> dict[str, Any]:
 
 def setup(folder: Path, audience: int, provider: str = "outbox", base_url: str | None = None) -> dict[str, Any]:
     """The project, its store with ``audience`` subscribers imported, and the built sample edition (timed)."""
-    from pipeline.build import build_edition
+    from pipeline.prepare import prepare_and_write
     from pipeline.store import Store
     from pipeline.subscribers import import_subscribers
 
@@ -206,7 +206,7 @@ def setup(folder: Path, audience: int, provider: str = "outbox", base_url: str |
     if report.added != audience or not report.ok:
         raise SystemExit(f"import added {report.added} of {audience}, {len(report.rejected)} rejected")
     start = time.perf_counter()
-    build = build_edition(settings.paths.drafts / SAMPLE, settings)
+    build = prepare_and_write(settings.paths.drafts / SAMPLE, settings)
     build_seconds = time.perf_counter() - start
     return {"settings": settings, "store": store, "build": build, "import_s": import_seconds,
             "build_s": build_seconds}
@@ -350,14 +350,14 @@ def raw_child(provider_name: str, audience: int, base_url: str) -> dict[str, Any
     encoder; the timed loop only posts them and counts the answers: no database, no personalisation, no log.
     """
     from pipeline import messages
-    from pipeline.build import build_edition
     from pipeline.mail import Mail
+    from pipeline.prepare import prepare_and_write
     from pipeline.providers import make_provider
     from pipeline.providers.http import make_client
 
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as temporary:
         settings = make_project(Path(temporary), provider_name, base_url)
-        edition = build_edition(settings.paths.drafts / SAMPLE, settings).edition
+        edition = prepare_and_write(settings.paths.drafts / SAMPLE, settings).edition
     publication = settings.publication
     mail = Mail(label="1", subject=edition.subject, html=edition.email_html, text=edition.email_txt,
                 sender=publication.from_, reply_to=publication.reply_to, list_id=messages.list_id(settings))

@@ -22,8 +22,7 @@ from pathlib import Path
 
 from pipeline import placeholders
 from pipeline.config import load_settings
-from pipeline.draft import read_draft
-from pipeline.render import render_edition
+from pipeline.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "2024-02-22-china-russia-report"
@@ -33,7 +32,7 @@ def message(draft: Path) -> EmailMessage:
     """The edition as one subscriber would receive it."""
     os.environ.setdefault("NEWSLETTER_SECRET", "spam-score-only")
     settings = load_settings(ROOT / "newsletter.toml")
-    edition = render_edition(read_draft(draft), settings)
+    edition = prepare(draft, settings)
     base = settings.publication.base_url
     values = {placeholders.NAME: "Alex", placeholders.UNSUBSCRIBE_URL: f"{base}/u/sample-token",
               placeholders.VIEW_URL: f"{base}/archive/{edition.name}/"}

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.draft import read_draft
 from pipeline.errors import NewsletterError
 from pipeline.preview import current_previews
-from pipeline.render import Edition, render_edition
+from pipeline.render import Edition
 
 OUTPUTS = ("email.html", "email.txt", "web.html", "manifest.json")
 
@@ -49,9 +48,8 @@ def output_folder(settings: Settings, draft_name: str, out: Path | None = None) 
     return Path(out) if out is not None else settings.paths.build / draft_name
 
 
-def build_edition(draft_folder: Path, settings: Settings, out: Path | None = None) -> Build:
-    """Read, render and write the draft in ``draft_folder``; return where it went."""
-    edition = render_edition(read_draft(draft_folder), settings)
+def write_build(edition: Edition, settings: Settings, out: Path | None = None) -> Build:
+    """Write ``edition`` into ``out`` (default: its folder under the build folder); return where it went."""
     folder = output_folder(settings, edition.name, out)
     write_edition(edition, folder)
     return Build(edition=edition, folder=folder)

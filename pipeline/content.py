@@ -19,19 +19,25 @@ drops whatever lies past its ``maxNesting``; HTML parsers past 255 elements) is
 refused with the draft.md line, never cut short.
 
 The parts keep their markdown-it tokens, so the HTML and the plain-text parts
-are both rendered from the same content.
+are both rendered from the same content. A ``Body`` is parsed once per edition
+and shared by rendering and the checks. Parsing settles everything about its
+tokens (heading levels, ``lang`` marks, image widths) and nothing writes to
+them afterwards: what depends on the publication, such as where an image is
+published, is decided while rendering, on a copy of the token.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import imagesize
 from markdown_it import MarkdownIt
+from markdown_it.renderer import RendererHTML
 from markdown_it.rules_block import StateBlock
 from markdown_it.token import Token
 from mdit_py_plugins.container import container_plugin
@@ -62,12 +68,30 @@ _BLOCK_CONTAINERS = {"bullet_list_open": 1, "ordered_list_open": 1, "blockquote_
 
 
 def markdown() -> MarkdownIt:
-    """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML."""
+    """The one Markdown dialect of drafts: CommonMark, tables, strikethrough, footnotes; no raw HTML.
+
+    Its renderer leaves the tokens it renders as they are, so one Body can be rendered any number of times.
+    """
     md = MarkdownIt("commonmark", {"html": False, "maxNesting": _PARSER_NESTING})
     md.enable(["table", "strikethrough"]).use(footnote_plugin)
     md.use(container_plugin, "comment", validate=lambda params, *_: params.strip().casefold() == "comment")
     md.block.ruler.before("table", "nesting_guard", _nesting_guard)
+    image_rule = cast(RendererHTML, md.renderer).rules["image"]
+
+    def image(renderer: Any, tokens: Sequence[Token], index: int, options: Any, env: Any) -> str:
+        # markdown-it's image rule writes the rendered alt text into the token's attrs: give it a copy.
+        return str(image_rule(shown_as(tokens, index), index, options, env))
+
+    md.add_render_rule("image", image)
     return md
+
+
+def shown_as(tokens: Sequence[Token], index: int, **attrs: str) -> list[Token]:
+    """``tokens`` with a copy of ``tokens[index]`` in its place, its attrs updated: for a renderer to
+    change what it shows without changing the Body it renders."""
+    shown = list(tokens)
+    shown[index] = tokens[index].copy(attrs={**tokens[index].attrs, **attrs})
+    return shown
 
 
 class _TooDeep(Exception):
@@ -150,8 +174,9 @@ class Image:
 
 @dataclass(frozen=True, kw_only=True)
 class Body:
-    """The edition's content, in reading order."""
+    """The edition's content, in reading order, with the draft it was read from."""
 
+    draft: Draft = field(repr=False)
     lede: tuple[Block, ...]
     toc_after: int  # how many lede blocks come before the table of contents
     sections: tuple[Section, ...]
@@ -318,6 +343,7 @@ class _BodyReader:
             Section(**{**section, "blocks": tuple(section["blocks"])}) for section in self.sections
         )
         return Body(
+            draft=self.draft,
             lede=tuple(self.lede),
             toc_after=len(self.lede) if self.toc_after is None else self.toc_after,
             sections=sections,
@@ -406,8 +432,11 @@ _CJK_ANY = re.compile(rf"[{_CJK_CHAR}]")
 
 def cjk_language(text: str) -> str | None:
     """'zh', 'ja' or 'ko' for text in those scripts, else None."""
-    if not _CJK_ANY.search(text):
-        return None
+    return _script_language(text) if _CJK_ANY.search(text) else None
+
+
+def _script_language(text: str) -> str:
+    """'ja', 'ko' or 'zh' for text with CJK characters in it."""
     if _KANA.search(text):
         return "ja"
     if _HANGUL.search(text):
@@ -427,7 +456,7 @@ def _mark_languages(chunk: list[Token]) -> None:
         if token.type != "inline" or not _CJK_ANY.search(token.content):
             continue
         opener = chunk[index - 1] if index else None
-        lang = cjk_language(token.content)
+        lang = _script_language(token.content)
         if opener is not None and opener.nesting == 1 and _mostly_cjk(token.content):
             opener.attrSet("lang", lang)
             opener.attrJoin("class", "cjk")
@@ -446,7 +475,7 @@ def _wrap_cjk_runs(children: list[Token]) -> list[Token]:
             if run.start() > position:
                 wrapped.append(_text(child.content[position : run.start()]))
             opener = Token("cjk_open", "span", 1)
-            opener.attrs = {"lang": cjk_language(run.group()), "class": "cjk"}
+            opener.attrs = {"lang": _script_language(run.group()), "class": "cjk"}
             wrapped += [opener, _text(run.group()), Token("cjk_close", "span", -1)]
             position = run.end()
         if position < len(child.content):

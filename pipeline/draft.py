@@ -31,6 +31,7 @@ DRAFT_FILE = "draft.md"
 _FENCE = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _DATED_FOLDER = re.compile(r"^(\d{4}-\d{2}-\d{2})")
 _TOP_KEY = re.compile(r"^([^\s:#][^:]*?)\s*:")
+_NEWLINE = re.compile(r"\r\n?")  # a line end as Python's text files read it (universal newlines)
 MAX_DEPTH = 16  # nesting levels of the front matter; more is a mistake (or an attack on the parser's stack)
 FIRST_LINE = 2  # the line of draft.md where the front matter starts, after the opening ---
 
@@ -145,6 +146,8 @@ class Draft:
     body: str
     body_line: int  # the line of draft.md on which the body starts
     key_lines: dict[str, int] = field(default_factory=dict, compare=False)  # front-matter key -> line
+    # draft.md as read, line by line (lines[0] is draft.md:1): the checks point at lines without reading it again
+    lines: tuple[str, ...] = field(repr=False, compare=False)
 
     @property
     def source(self) -> Path:
@@ -164,7 +167,7 @@ def read_draft(folder: Path) -> Draft:
     if not source.is_file():
         raise DraftError(f"missing {DRAFT_FILE} (a draft folder holds draft.md and optional images/)", path=source)
     text = _read_text(source)
-    front, body, body_line = _split_front_matter(text, source)
+    front, body, body_line = _split_front_matter(text.replace("\r\n", "\n"), source)
     meta = _parse_front_matter(front, source)
     if not body.strip():
         raise DraftError("the body is empty: write the edition below the front matter", path=source, line=body_line)
@@ -176,13 +179,14 @@ def read_draft(folder: Path) -> Draft:
         body=body,
         body_line=body_line,
         key_lines={key: _key_line(front, key) for key in meta.model_fields_set},
+        lines=tuple(_NEWLINE.sub("\n", text).splitlines()),
     )
 
 
 def _read_text(source: Path) -> str:
     data = source.read_bytes()
     try:
-        return data.decode("utf-8-sig").replace("\r\n", "\n")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise DraftError(f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", path=source, line=line) from None

@@ -1,11 +1,12 @@
-"""Render a draft into an ``Edition``: the email HTML, its plain-text part and the web page.
+"""Render a draft's parsed body into an ``Edition``: the email HTML, its plain-text part and the web page.
 
-    Draft ─▶ content.parse_body ─▶ Jinja2 (StrictUndefined) ─▶ MJML (mjml-python)
-          ─▶ HTML ─▶ premailer (inline.py) ─▶ Edition
+    Body ─▶ Jinja2 (StrictUndefined) ─▶ MJML (mjml-python) ─▶ HTML ─▶ premailer (inline.py) ─▶ Edition
 
 The MJML is compiled and the CSS inlined once per edition; per-recipient values
 stay as placeholders (``placeholders.py``) filled at send time. The web page is
-the same template made a page: MJML's email wrapper becomes its ``<main>``.
+the same template made a page: MJML's email wrapper becomes its ``<main>``. The
+Edition carries the Body it was rendered from, unchanged (rendering writes
+nothing to its tokens), so the checks judge the very content that was rendered.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ import functools
 import hashlib
 import re
 import traceback
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from lxml import html as lxml_html
+from markdown_it.renderer import RendererHTML
 from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
 
 from pipeline import placeholders
 from pipeline.config import Settings
-from pipeline.content import Block, Body, Image, Section, markdown, parse_body, plain_text
+from pipeline.content import Block, Body, Image, Section, markdown, plain_text, shown_as
 from pipeline.draft import Draft
 from pipeline.errors import RenderError
 from pipeline.inline import DOCTYPE, inline_css, serialize
@@ -50,7 +53,6 @@ class Link:
 class Edition:
     """A built edition: what every subscriber receives, before personalisation."""
 
-    draft: Draft
     subject: str
     preheader: str
     email_html: str
@@ -58,11 +60,19 @@ class Edition:
     web_html: str
     mjml: str  # the MJML source of the email, before compiling: what the compat check reads
     links: tuple[Link, ...]
-    images: tuple[Image, ...]
+    body: Body = field(repr=False)  # what it was rendered from: the checks read it
+
+    @property
+    def draft(self) -> Draft:
+        return self.body.draft
 
     @property
     def name(self) -> str:
         return self.draft.name
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        return self.body.images
 
     @property
     def content_hash(self) -> str:
@@ -99,9 +109,9 @@ class Edition:
         }
 
 
-def render_edition(draft: Draft, settings: Settings) -> Edition:
-    """Build the edition of ``draft`` with the template its front matter names."""
-    body = parse_body(draft)
+def render_edition(body: Body, settings: Settings) -> Edition:
+    """Build the edition of ``body`` with the template its draft's front matter names."""
+    draft = body.draft
     templates = _templates(draft, settings)
     context = _context(draft, body, settings)
     mjml_source, email_html = _compile(templates, context, web=False)
@@ -109,7 +119,6 @@ def render_edition(draft: Draft, settings: Settings) -> Edition:
     web_html = placeholders.fill(web_page, {placeholders.NAME: placeholders.NAME_FALLBACK}, escape=True)
     email_txt = _render(templates, TEXT_TEMPLATE, context)
     return Edition(
-        draft=draft,
         subject=draft.meta.subject,
         preheader=draft.meta.preheader,
         email_html=email_html,
@@ -117,7 +126,7 @@ def render_edition(draft: Draft, settings: Settings) -> Edition:
         web_html=web_html,
         mjml=mjml_source,
         links=_links(email_html),
-        images=body.images,
+        body=body,
     )
 
 
@@ -196,17 +205,19 @@ class _Views:
 
     def __init__(self, draft: Draft, body: Body, settings: Settings):
         self.md = markdown()
+        self.renderer = cast(RendererHTML, self.md.renderer)
         self.env = body.env
         self.text = TextRenderer()
         asset_base = f"{settings.publication.asset_base_url}/{draft.name}"
-        image_rule = self.md.renderer.rules["image"]
+        published = {image.src: f"{asset_base}/{image.src.lstrip('./')}" for image in body.images if image.file}
+        image_rule = self.renderer.rules["image"]
 
-        def image(renderer: Any, tokens: list[Token], index: int, options: Any, env: Any) -> str:
-            token = tokens[index]
-            src = str(token.attrGet("src") or "")
-            if any(image.src == src and image.file for image in body.images):
-                token.attrSet("src", f"{asset_base}/{src.lstrip('./')}")
-            return image_rule(tokens, index, options, env)
+        def image(renderer: Any, tokens: Sequence[Token], index: int, options: Any, env: Any) -> str:
+            # A local image is shown at its published address; the Body keeps the draft's own src.
+            src = str(tokens[index].attrGet("src") or "")
+            if src in published:
+                tokens = shown_as(tokens, index, src=published[src])
+            return str(image_rule(tokens, index, options, env))
 
         self.md.add_render_rule("image", image)
         # Language spans around CJK runs (content.py): rendered as ordinary <span lang=..> tags.
@@ -215,10 +226,10 @@ class _Views:
         self.md.add_render_rule("cjk_close", lambda renderer, tokens, index, options, env: "</span>")
 
     def html(self, tokens: tuple[Token, ...] | list[Token]) -> Markup:
-        return Markup(self.md.renderer.render(list(tokens), self.md.options, self.env))
+        return Markup(self.renderer.render(list(tokens), self.md.options, self.env))
 
     def inline_html(self, tokens: tuple[Token, ...]) -> Markup:
-        return Markup(self.md.renderer.renderInline(list(tokens), self.md.options, self.env))
+        return Markup(self.renderer.renderInline(list(tokens), self.md.options, self.env))
 
     def block(self, block: Block) -> dict[str, Any]:
         view: dict[str, Any] = {"kind": block.kind, "line": block.line, "source": None}

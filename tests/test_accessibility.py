@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build_edition
 from pipeline.config import load_settings
+from pipeline.prepare import prepare_and_write
 from pipeline.preview import browser_session, local_only
 
 from .conftest import ROOT, SAMPLE, chromium_available
@@ -42,7 +42,7 @@ RUN_AXE = """async (runOnly) => {
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("accessibility") / SAMPLE
-    return build_edition(ROOT / "drafts" / SAMPLE, load_settings(ROOT / "newsletter.toml"), out).folder
+    return prepare_and_write(ROOT / "drafts" / SAMPLE, load_settings(ROOT / "newsletter.toml"), out).folder
 
 
 @pytest.fixture(scope="module")

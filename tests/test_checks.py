@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import shutil
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.checks import check_edition, require_passing
+from pipeline.checks import Report, check_edition, require_passing
 from pipeline.config import Settings, load_settings
-from pipeline.draft import read_draft
 from pipeline.errors import ChecksFailed
-from pipeline.render import Edition, render_edition
+from pipeline.prepare import prepare
+from pipeline.render import Edition
 
 from .conftest import SAMPLE, write_draft
 
@@ -24,7 +25,12 @@ SIGNOFF = f"\n\n[SIGNOFF]\n\nJoe\n\nJoe Bloggs is an editor. {AUTHOR_DISCLAIMER}
 
 
 def _edition(project: Path, settings: Settings, body: str, front: str = FRONT, name: str = "2024-03-01-c") -> Edition:
-    return render_edition(read_draft(write_draft(project, name, front, body)), settings)
+    return prepare(write_draft(project, name, front, body), settings)
+
+
+def _check(edition: Edition, settings: Settings, *, offline: bool) -> Report:
+    """The checks as a command runs them: the coroutine, in an event loop of its own."""
+    return asyncio.run(check_edition(edition, settings, offline=offline))
 
 
 def _messages(report, check: str | None = None, severity: str | None = None) -> list[str]:
@@ -34,11 +40,11 @@ def _messages(report, check: str | None = None, severity: str | None = None) -> 
 
 @pytest.fixture
 def sample(project: Path, settings: Settings) -> Edition:
-    return render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    return prepare(project / "drafts" / SAMPLE, settings)
 
 
 def test_the_sample_passes_offline_with_no_errors(sample: Edition, settings: Settings) -> None:
-    report = check_edition(sample, settings, offline=True)
+    report = _check(sample, settings, offline=True)
     assert report.ok, _messages(report, severity="error")
     assert {link.result for link in report.links} == {"skipped"}
     assert not _messages(report, "disclaimers")
@@ -46,7 +52,7 @@ def test_the_sample_passes_offline_with_no_errors(sample: Edition, settings: Set
 
 def test_disclaimer_missing_from_the_html_only(sample: Edition, settings: Settings) -> None:
     edition = dataclasses.replace(sample, email_html=sample.email_html.replace("he alone is responsible", "he is"))
-    errors = _messages(check_edition(edition, settings, offline=True), "disclaimers", "error")
+    errors = _messages(_check(edition, settings, offline=True), "disclaimers", "error")
     assert errors == ["email.html: required disclaimer missing from the visible text of email.html: "
                       "“This article represents his own personal opinion: he alone is respons…”"]
 
@@ -54,7 +60,7 @@ def test_disclaimer_missing_from_the_html_only(sample: Edition, settings: Settin
 def test_disclaimer_missing_from_the_text_only(sample: Edition, settings: Settings) -> None:
     edition = dataclasses.replace(sample, email_txt=sample.email_txt.replace("Joseph Webster", "Joe").replace(
         "represents his own personal opinion", "is his"))
-    errors = _messages(check_edition(edition, settings, offline=True), "disclaimers", "error")
+    errors = _messages(_check(edition, settings, offline=True), "disclaimers", "error")
     assert len(errors) == 1 and errors[0].startswith("email.txt: required disclaimer missing from the email.txt")
 
 
@@ -64,9 +70,9 @@ def test_disclaimer_only_inside_a_hidden_element_is_missing(project: Path, setti
     text = template.read_text(encoding="utf-8")
     template.write_text(text.replace('<div class="footer" data-part="footer">',
                                      '<div class="footer" data-part="footer" style="display:none">'), encoding="utf-8")
-    edition = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    edition = prepare(project / "drafts" / SAMPLE, settings)
     assert settings.publication.footer in edition.email_html
-    errors = _messages(check_edition(edition, settings, offline=True), "disclaimers", "error")
+    errors = _messages(_check(edition, settings, offline=True), "disclaimers", "error")
     assert any("required disclaimer missing from the visible text of email.html: “The China-Russia Report is" in e
                for e in errors)
     assert any("postal address missing from the visible text" in e for e in errors)
@@ -76,20 +82,20 @@ def test_disclaimer_only_inside_a_hidden_element_is_missing(project: Path, setti
 def test_disclaimer_in_a_comment_or_attribute_does_not_count(sample: Edition, settings: Settings) -> None:
     html = sample.email_html.replace(AUTHOR_DISCLAIMER, "")
     html = html.replace("</body>", f'<!-- {AUTHOR_DISCLAIMER} --><img alt="{AUTHOR_DISCLAIMER}"></body>')
-    report = check_edition(dataclasses.replace(sample, email_html=html), settings, offline=True)
+    report = _check(dataclasses.replace(sample, email_html=html), settings, offline=True)
     assert any("required disclaimer missing" in m for m in _messages(report, "disclaimers"))
 
 
 def test_disclaimer_match_ignores_case_and_white_space(sample: Edition, settings: Settings) -> None:
     html = sample.email_html.replace(AUTHOR_DISCLAIMER, AUTHOR_DISCLAIMER.upper().replace(" ", "\n   "))
-    report = check_edition(dataclasses.replace(sample, email_html=html), settings, offline=True)
+    report = _check(dataclasses.replace(sample, email_html=html), settings, offline=True)
     assert not _messages(report, "disclaimers")
 
 
 def test_content_leftovers_empty_sections_and_repeats(project: Path, settings: Settings) -> None:
     body = ("Lede TK.\n\n## One\n\n## Two\n\nA paragraph said twice.\n\nA paragraph said twice.\n\n"
             "TODO: fix. Lorem ipsum dolor. A todo list is fine." + SIGNOFF)
-    report = check_edition(_edition(project, settings, body), settings, offline=True)
+    report = _check(_edition(project, settings, body), settings, offline=True)
     assert _messages(report, "content", "error") == [
         "draft.md:6: left-over placeholder 'TK'",
         "draft.md:16: left-over placeholder 'TODO'",
@@ -101,7 +107,7 @@ def test_content_leftovers_empty_sections_and_repeats(project: Path, settings: S
 
 def test_missing_preheader_and_long_subject_are_warnings(project: Path, settings: Settings) -> None:
     front = f"subject: {'A very long subject' * 6}\ndate: 2024-03-01"
-    report = check_edition(_edition(project, settings, "Hello." + SIGNOFF, front=front), settings, offline=True)
+    report = _check(_edition(project, settings, "Hello." + SIGNOFF, front=front), settings, offline=True)
     warnings = _messages(report, "content", "warning")
     assert any("no preheader" in w for w in warnings)
     assert any(w.startswith("draft.md:2: the subject is 114 characters long") for w in warnings)
@@ -115,7 +121,7 @@ def test_images_alt_width_size(project: Path, settings: Settings) -> None:
     for name in ("a.png", "b.png"):
         shutil.copy(Path(__file__).parent / "data" / "pixel.png", folder / "images" / name)
     (folder / "images" / "b.png").write_bytes((folder / "images" / "b.png").read_bytes() + b"\0" * 300_000)
-    report = check_edition(render_edition(read_draft(folder), settings), settings, offline=True)
+    report = _check(prepare(folder, settings), settings, offline=True)
     messages = _messages(report, "images")
     assert any(m.startswith("draft.md:6: image https://report.example.org/assets/2024-03-01-c/images/a.png has an "
                             "empty alt") for m in messages)
@@ -130,7 +136,7 @@ def test_every_svg_image_is_an_error(project: Path, settings: Settings, run_cli)
     (folder / "images").mkdir()
     (folder / "images" / "chart.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
                                                  '<rect width="5" height="5"/></svg>', encoding="utf-8")
-    report = check_edition(render_edition(read_draft(folder), settings), settings, offline=True)
+    report = _check(prepare(folder, settings), settings, offline=True)
     svg = [m for m in _messages(report, "images", "error") if "SVG" in m]
     assert svg == ["draft.md:8: image images/chart.svg: SVG is not shown by Gmail or Outlook; use PNG or JPEG",
                    "draft.md:10: image https://maps.example.net/world.SVG?v=2: SVG is not shown by Gmail or Outlook; "
@@ -141,7 +147,7 @@ def test_every_svg_image_is_an_error(project: Path, settings: Settings, run_cli)
 
 def test_relative_image_and_missing_width_in_a_template(sample: Edition, settings: Settings) -> None:
     html = sample.email_html.replace("</body>", '<img src="logo.png" alt="Logo"></body>')
-    report = check_edition(dataclasses.replace(sample, email_html=html), settings, offline=True)
+    report = _check(dataclasses.replace(sample, email_html=html), settings, offline=True)
     assert "template: image src 'logo.png' is relative: publish it under asset_base_url" in _messages(
         report, "images", "error")
     assert "template: image logo.png declares no width (Outlook shows it at full size)" in _messages(report, "images")
@@ -150,12 +156,12 @@ def test_relative_image_and_missing_width_in_a_template(sample: Edition, setting
 def test_size_limits(sample: Edition, settings: Settings) -> None:
     size = len(sample.email_html.encode())
     tight = settings.model_copy(update={"checks": settings.checks.model_copy(update={"max_html_bytes": size - 1})})
-    assert any("over max_html_bytes" in m for m in _messages(check_edition(sample, tight, offline=True), "size",
+    assert any("over max_html_bytes" in m for m in _messages(_check(sample, tight, offline=True), "size",
                                                                 "error"))
     near = settings.model_copy(update={"checks": settings.checks.model_copy(update={"max_html_bytes": size + 100})})
-    assert _messages(check_edition(sample, near, offline=True), "size", "warning")
+    assert _messages(_check(sample, near, offline=True), "size", "warning")
     big_style = sample.email_html.replace("</head>", "<style>" + ".x{color:red}" * 1500 + "</style></head>")
-    report = check_edition(dataclasses.replace(sample, email_html=big_style), settings, offline=True)
+    report = _check(dataclasses.replace(sample, email_html=big_style), settings, offline=True)
     assert any("Gmail drops blocks over 16,384" in m for m in _messages(report, "size", "error"))
 
 
@@ -163,7 +169,7 @@ def test_link_syntax(project: Path, settings: Settings) -> None:
     body = ("[a](http://www.ft.com/) [c](https://www.example.com/story) "
             "[d](http://127.0.0.1:8080/) [e](mailto:not-an-address) [f](mailto:editor@report.org) "
             "[g](https://www.ft.com/?token=abc123) [h](<>) [i](#nowhere)" + SIGNOFF)
-    report = check_edition(_edition(project, settings, body), settings, offline=True)
+    report = _check(_edition(project, settings, body), settings, offline=True)
     errors = _messages(report, "links", "error")
     assert "draft.md:6: placeholder domain in a link: https://www.example.com/story" in errors
     assert any(e.startswith("draft.md:6: link to a local or private address: http://127.0.0.1:8080/") for e in errors)
@@ -180,25 +186,25 @@ def test_link_syntax(project: Path, settings: Settings) -> None:
 def test_javascript_link_in_a_template_is_an_error(sample: Edition, settings: Settings) -> None:
     """markdown-it already refuses javascript: in drafts; a template could still carry one."""
     html = sample.email_html.replace("</body>", '<a href="javascript:alert(1)">x</a></body>')
-    report = check_edition(dataclasses.replace(sample, email_html=html), settings, offline=True)
+    report = _check(dataclasses.replace(sample, email_html=html), settings, offline=True)
     assert "javascript:alert(1): javascript: link: javascript:alert(1)" in _messages(report, "links", "error")
 
 
 def test_allow_hosts_permits_a_local_staging_host(project: Path, settings: Settings) -> None:
     allowed = settings.model_copy(update={"checks": settings.checks.model_copy(update={"allow_hosts": ("127.0.0.1",)})})
-    report = check_edition(_edition(project, settings, "[d](https://127.0.0.1:8443/)" + SIGNOFF), allowed,
+    report = _check(_edition(project, settings, "[d](https://127.0.0.1:8443/)" + SIGNOFF), allowed,
                            offline=True)
     assert not _messages(report, "links", "error")
 
 
 def test_gate_refuses_errors_unless_forced_with_a_reason(project: Path, settings: Settings) -> None:
-    report = check_edition(_edition(project, settings, "TK" + SIGNOFF), settings, offline=True)
+    report = _check(_edition(project, settings, "TK" + SIGNOFF), settings, offline=True)
     with pytest.raises(ChecksFailed, match=r"1 check error\(s\), first: draft.md:6: left-over placeholder"):
         require_passing(report)
     with pytest.raises(ChecksFailed, match="needs --reason"):
         require_passing(report, force=True)
     override = require_passing(report, force=True, reason="TK is the company's name")
-    assert override.reason == "TK is the company's name" and len(override.errors) == 1
+    assert override is not None and override.reason == "TK is the company's name" and len(override.errors) == 1
 
 
 def test_check_command_text_and_json(project: Path, run_cli) -> None:
@@ -275,3 +281,17 @@ def test_check_requests_links_but_never_tokenised_ones(project: Path, run_cli, l
     hits.clear()
     assert run_cli("check", "2024-03-01-c")[0] == 1
     assert hits == [("HEAD", "/missing")]
+
+
+def test_the_checks_are_awaited_inside_a_running_event_loop(project: Path, settings: Settings, local_site) -> None:
+    """As a web endpoint awaits them: the links are requested in the caller's event loop, not one of their own."""
+    base, hits = local_site
+    allowed = settings.model_copy(update={"checks": settings.checks.model_copy(update={"allow_hosts": ("127.0.0.1",)})})
+    edition = _edition(project, settings, f"[fine]({base}/fine)" + SIGNOFF)
+
+    async def endpoint() -> Report:
+        return await check_edition(edition, allowed, offline=False)
+
+    report = asyncio.run(endpoint())
+    assert {link.url: (link.result, link.status) for link in report.links}[f"{base}/fine"] == ("ok", 200)
+    assert hits == [("HEAD", "/fine")]

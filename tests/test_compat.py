@@ -19,9 +19,9 @@ from pipeline.checks.compat import (
     stylesheet_uses,
 )
 from pipeline.config import Settings, load_settings
-from pipeline.draft import read_draft
 from pipeline.errors import ConfigError
-from pipeline.render import Edition, render_edition
+from pipeline.prepare import prepare
+from pipeline.render import Edition
 
 from .conftest import ROOT, SAMPLE, write_draft
 
@@ -48,7 +48,7 @@ ORDINARY = """
 
 def _edition(project: Path, settings: Settings, body: str, name: str = "2024-03-01-compat") -> Edition:
     folder = write_draft(project, name, "subject: Compatibility", body)
-    return render_edition(read_draft(folder), settings)
+    return prepare(folder, settings)
 
 
 def _features(problems: list) -> set[str]:
@@ -188,7 +188,7 @@ def test_ordinary_paragraphs_add_no_warning_to_the_template_baseline(project: Pa
 
 
 def test_the_sample_edition(project: Path, settings: Settings) -> None:
-    edition = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    edition = prepare(project / "drafts" / SAMPLE, settings)
     # The sample's settings ignore what the template does on purpose: nothing is left to report.
     assert check_compat(edition, settings.checks.clients, settings.checks.compat_ignore) == []
     problems = check_compat(edition, settings.checks.clients)
@@ -230,7 +230,7 @@ def test_what_mjml_emits_is_not_read(project: Path, settings: Settings) -> None:
     text = template.read_text(encoding="utf-8")
     own_css = r"<mj-style>.*?</mj-style>|<mj-raw><div class=\"preheader\".*?</mj-raw>"
     template.write_text(re.sub(own_css, "", text, flags=re.DOTALL), encoding="utf-8")
-    edition = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    edition = prepare(project / "drafts" / SAMPLE, settings)
     problems = check_compat(edition, settings.checks.clients)
     assert not [problem for problem in problems if problem.message.startswith("CSS")]
     # ... although MJML's output has media queries, mso- properties, column classes and conditional comments,

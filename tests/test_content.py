@@ -9,11 +9,11 @@ import pytest
 from lxml import html as lxml_html
 
 from pipeline.config import Settings
-from pipeline.content import cjk_language, parse_body
+from pipeline.content import cjk_language, markdown, parse_body
 from pipeline.draft import read_draft
 from pipeline.errors import DraftError
 from pipeline.htmltext import visible_text
-from pipeline.render import render_edition
+from pipeline.prepare import prepare
 
 from .conftest import write_draft
 
@@ -25,7 +25,7 @@ def _body(project: Path, body: str):
 
 
 def _edition(project: Path, settings: Settings, body: str):
-    return render_edition(read_draft(write_draft(project, "2024-03-01-c", FRONT, body)), settings)
+    return prepare(write_draft(project, "2024-03-01-c", FRONT, body), settings)
 
 
 def test_sections_are_numbered_with_unique_anchors(project: Path) -> None:
@@ -264,3 +264,12 @@ def test_check_refuses_a_draft_nested_too_deep(project: Path, run_cli) -> None:
     code, out, err = run_cli("check", "2024-03-01-deep", "--offline")
     assert code == 2 and out == ""
     assert err.endswith("draft.md:14: lists and quotes nested 10 deep; at most 9 levels\n"), err
+
+
+def test_rendering_writes_nothing_to_the_tokens() -> None:
+    """markdown-it's own image rule sets the alt text on the token; the draft dialect's renders a copy."""
+    md = markdown()
+    tokens = md.parse("![An *important* chart](images/chart.png)\n")
+    parsed = [token.as_dict() for token in tokens]
+    assert '<img src="images/chart.png" alt="An important chart"' in md.renderer.render(tokens, md.options, {})
+    assert [token.as_dict() for token in tokens] == parsed

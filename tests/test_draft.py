@@ -89,3 +89,11 @@ def test_a_send_at_within_ten_years_keeps_its_offset(project: Path) -> None:
 def test_a_send_at_out_of_reach_is_refused(project: Path, value: str, expected: str) -> None:
     with pytest.raises(DraftError, match=rf"draft.md:3: front-matter key 'send_at': {re.escape(expected)}"):
         _read(project, f"subject: S\nsend_at: {value}")
+
+
+def test_draft_lines_are_numbered_as_a_text_file_reads_them(project: Path) -> None:
+    folder = write_draft(project, "2024-03-01-lines", "subject: S", "x\n")
+    (folder / "draft.md").write_bytes(b"\xef\xbb\xbf---\r\nsubject: S\r\n---\r\nOne\rTwo\r\r\nThree \xe4\xb8\xad\n")
+    draft = read_draft(folder)
+    assert draft.lines == tuple((folder / "draft.md").read_text(encoding="utf-8-sig").splitlines())
+    assert draft.lines[3:] == ("One", "Two", "", "Three 中")

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings
-from pipeline.draft import read_draft
-from pipeline.render import render_edition
+from pipeline.prepare import prepare
 
 from .conftest import SAMPLE
 
@@ -27,7 +26,7 @@ def _normalise_html(html: str) -> str:
 
 
 def _outputs(settings: Settings, project: Path) -> dict[str, str]:
-    edition = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    edition = prepare(project / "drafts" / SAMPLE, settings)
     manifest = edition.manifest()
     manifest.pop("content_hash")  # covered by the files themselves
     return {

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.build import build_edition
 from pipeline.config import load_settings
+from pipeline.prepare import prepare_and_write
 from pipeline.preview import browser_session, local_only
 
 from .conftest import ROOT, SAMPLE, chromium_available
@@ -37,7 +37,7 @@ FRONT = yaml.safe_load((ROOT / "drafts" / SAMPLE / "draft.md").read_text(encodin
 def email_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample draft built once, into a folder of its own."""
     out = tmp_path_factory.mktemp("preview") / SAMPLE
-    build = build_edition(ROOT / "drafts" / SAMPLE, load_settings(ROOT / "newsletter.toml"), out)
+    build = prepare_and_write(ROOT / "drafts" / SAMPLE, load_settings(ROOT / "newsletter.toml"), out)
     return build.folder / "email.html"
 
 

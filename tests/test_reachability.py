@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from pipeline import __version__
-from pipeline.checks.reachability import LinkCache, LinkOptions, check_links, check_links_sync, refuses_robots
+from pipeline.checks.reachability import LinkCache, LinkOptions, check_links, refuses_robots
 from pipeline.checks.report import LinkResult
 from pipeline.config import Checks
 
@@ -179,7 +179,7 @@ def site() -> Iterator[Site]:
 def check(site: Site, *paths: str, options: LinkOptions = FAST,
           cache: LinkCache | None = None) -> dict[str, LinkResult]:
     """Check the site's paths; return the results by path."""
-    results = check_links_sync([site.url(path) for path in paths], options, cache=cache)
+    results = asyncio.run(check_links([site.url(path) for path in paths], options, cache=cache))
     return {path: results[site.url(path)] for path in paths}
 
 
@@ -193,7 +193,7 @@ def test_ok_is_one_head_with_our_user_agent(site: Site) -> None:
 
 def test_same_url_twice_is_requested_once(site: Site) -> None:
     url = site.url("/ok/twice")
-    results = check_links_sync([url, url], FAST)
+    results = asyncio.run(check_links([url, url], FAST))
     assert list(results) == [url] and results[url].result == "ok"
     assert site.count("/ok/twice") == 1
 
@@ -278,12 +278,12 @@ def test_refused_port_is_unreachable() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
-    result = check_links_sync([url], FAST)[url]
+    result = asyncio.run(check_links([url], FAST))[url]
     assert (result.result, result.status, result.message) == ("unreachable", None, "connection refused")
 
 
 def test_invalid_url_is_broken_not_raised() -> None:
-    result = check_links_sync(["http://[::1/"], FAST)["http://[::1/"]
+    result = asyncio.run(check_links(["http://[::1/"], FAST))["http://[::1/"]
     assert (result.result, result.message) == ("broken", "invalid URL")
 
 
@@ -304,7 +304,7 @@ def test_global_limit(site: Site) -> None:
 def test_progress_is_reported_for_every_url(site: Site) -> None:
     seen = []
     urls = [site.url("/ok/progress"), site.url("/missing/progress")]
-    check_links_sync(urls, FAST, on_result=seen.append)
+    asyncio.run(check_links(urls, FAST, on_result=seen.append))
     assert sorted(result.url for result in seen) == sorted(urls)
 
 

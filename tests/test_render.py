@@ -11,11 +11,11 @@ import pytest
 from lxml import html as lxml_html
 
 from pipeline.config import Settings
-from pipeline.draft import read_draft
 from pipeline.errors import RenderError
 from pipeline.htmltext import visible_text
 from pipeline.inline import inline_css
-from pipeline.render import Edition, render_edition
+from pipeline.prepare import prepare
+from pipeline.render import Edition
 
 from .conftest import SAMPLE, write_draft
 
@@ -30,7 +30,7 @@ def _words(text: str) -> str:
 
 @pytest.fixture
 def sample(settings: Settings, project: Path) -> Edition:
-    return render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    return prepare(project / "drafts" / SAMPLE, settings)
 
 
 def _seed_lines() -> list[str]:
@@ -140,7 +140,7 @@ def test_rendering_never_touches_the_network(project: Path, settings: Settings, 
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    edition = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    edition = prepare(project / "drafts" / SAMPLE, settings)
     assert '<link href="https://fonts.googleapis.com/css?family=Lora"' in edition.email_html
     assert "@import url(https://fonts.googleapis.com/css?family=Lora)" in edition.email_html
 
@@ -173,14 +173,14 @@ def test_the_email_keeps_its_article_wrapper(sample: Edition) -> None:
 
 def test_body_personalisation_name_is_kept_for_send_time(project: Path, settings: Settings) -> None:
     folder = write_draft(project, "2024-03-01-hello", "subject: Hi", "Dear {{ name }}, [read](https://www.ft.com/).\n")
-    edition = render_edition(read_draft(folder), settings)
+    edition = prepare(folder, settings)
     assert "Dear {{ name }}," in edition.email_html and "Dear {{ name }}," in edition.email_txt
     assert "Dear reader," in edition.web_html
 
 
 def test_build_is_deterministic(settings: Settings, project: Path) -> None:
-    first = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
-    second = render_edition(read_draft(project / "drafts" / SAMPLE), settings)
+    first = prepare(project / "drafts" / SAMPLE, settings)
+    second = prepare(project / "drafts" / SAMPLE, settings)
     assert first.content_hash == second.content_hash
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 
 from pipeline import schedule
-from pipeline.build import build_edition
+from pipeline.prepare import prepare_and_write
 from pipeline.store import Store, utcnow
 from pipeline.store.tables import deliveries, sends
 
@@ -63,7 +63,7 @@ def _stop(process: subprocess.Popen[bytes]) -> str:
 
 def _schedule_in(project: Path, settings, store: Store, seconds: float) -> dt.datetime:
     """Schedule the sample ``seconds`` ahead, in-process: no process start-up eats into the time."""
-    build = build_edition(project / "drafts" / SAMPLE, settings)
+    build = prepare_and_write(project / "drafts" / SAMPLE, settings)
     at = utcnow() + dt.timedelta(seconds=seconds)
     schedule.schedule_build(store, settings, build, at, timezone="America/New_York")
     return at

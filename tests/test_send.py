@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline import send
-from pipeline.build import build_edition
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ChecksFailed, SendBusy, SendError
 from pipeline.mail import Batch, Outcome
 from pipeline.messages import read_unsubscribe_token
+from pipeline.prepare import prepare_and_write
 from pipeline.store import Store, utcnow
 from pipeline.store.tables import deliveries, sends
 from pipeline.subscribers import import_subscribers, unsubscribe
@@ -50,7 +50,7 @@ def _many(count: int) -> list[tuple[str, str, str]]:
 
 def _edition(project: Path, settings: Settings, body: str = BODY, front: str = FRONT):
     folder = write_draft(project, "2024-03-01-hello", front, body)
-    return build_edition(folder, settings)
+    return prepare_and_write(folder, settings)
 
 
 def _rows(store: Store, send_id: int) -> dict[str, int]:
@@ -324,7 +324,7 @@ def test_two_resumes_at_once_never_send_anyone_twice(project: Path, settings: Se
     audience = 300
     _small_batches(project)
     _audience(store, project, _many(audience))
-    built = build_edition(project / "drafts" / SAMPLE, load_settings(project / "newsletter.toml"))
+    built = prepare_and_write(project / "drafts" / SAMPLE, load_settings(project / "newsletter.toml"))
     send_id = send.create_send(store, settings, built.edition, built_path=str(built.folder))
     first, second = (_spawn(project, "send", "--resume", str(send_id), "--no-progress") for _ in range(2))
     results = [process.communicate(timeout=120) for process in (first, second)]

@@ -25,10 +25,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from aiosmtplib import SMTPResponse
 
 from pipeline import messages
-from pipeline.build import build_edition
 from pipeline.config import Settings, load_settings
 from pipeline.errors import ConfigError, ProviderAuthError, ProviderUnavailable
 from pipeline.mail import Batch, Mail, Outcome
+from pipeline.prepare import prepare_and_write
 from pipeline.providers.smtp import SmtpProvider, _queue_id
 
 from .conftest import SAMPLE
@@ -172,7 +172,7 @@ def smtp_settings(project: Path, *, port: int | None, security: str = "starttls"
 @pytest.fixture
 def mail(project: Path, settings: Settings) -> Mail:
     """What the sender hands every batch of the sample edition."""
-    edition = build_edition(project / "drafts" / SAMPLE, settings).edition
+    edition = prepare_and_write(project / "drafts" / SAMPLE, settings).edition
     publication = settings.publication
     return Mail(label=str(SEND_ID), subject=edition.subject, html=edition.email_html, text=edition.email_txt,
                 sender=publication.from_, reply_to=publication.reply_to, list_id=messages.list_id(settings))

@@ -2,9 +2,12 @@
 
     Edition ─▶ links · disclaimers · content · images · size · compat ─▶ Report
 
-``check_edition`` runs them all; ``require_passing`` is the gate that sending
-and scheduling call: it refuses an edition with errors unless an operator
-forces it with a reason, which is then recorded with the send.
+``check_edition`` runs them all on the edition as rendered, reading the body it
+carries (never parsing the draft or reading draft.md again). It is a coroutine,
+as requesting links is: a web endpoint awaits it, a command line runs it with
+``asyncio.run``. ``require_passing`` is the gate that sending and scheduling
+call: it refuses an edition with errors unless an operator forces it with a
+reason, which is then recorded with the send.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from pipeline.checks.report import LinkResult, Problem, Report
 from pipeline.checks.size import check_size
 from pipeline.checks.wording import check_wording
 from pipeline.config import Settings
-from pipeline.content import parse_body
 from pipeline.errors import ChecksFailed
 from pipeline.render import Edition
 
@@ -28,15 +30,14 @@ __all__ = ["LinkResult", "Override", "Problem", "Report", "check_edition", "requ
 _ORDER = ("links", "disclaimers", "content", "images", "size", "compat")
 
 
-def check_edition(edition: Edition, settings: Settings, *, offline: bool = False) -> Report:
+async def check_edition(edition: Edition, settings: Settings, *, offline: bool = False) -> Report:
     """Run every check on a built edition; ``offline`` skips reachability."""
-    body = parse_body(edition.draft)
-    link_problems, links = check_links(edition, body, settings, offline=offline)
+    link_problems, links = await check_links(edition, settings, offline=offline)
     problems = [
         *link_problems,
         *check_disclaimers(edition, settings),
-        *check_wording(edition.draft, body),
-        *check_images(edition, body, settings),
+        *check_wording(edition.body),
+        *check_images(edition, settings),
         *check_size(edition, settings),
         *check_compat(edition, settings.checks.clients, settings.checks.compat_ignore),
     ]

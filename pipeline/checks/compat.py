@@ -26,18 +26,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cssutils
 from cssutils.css import CSSRule
 from cssutils.tokenize2 import Tokenizer
+from markdown_it.renderer import RendererHTML
 
 from pipeline.checks.report import Problem
-from pipeline.content import Body, markdown, parse_body
+from pipeline.content import Body, markdown
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pipeline.draft import Draft
     from pipeline.render import Edition
 
 # Mechanics every MJML email uses, and that a client without them cannot show any
@@ -141,7 +141,7 @@ def check_compat(edition: Edition, clients: Sequence[str], ignore: Sequence[str]
         if use.feature in known.features and use.feature not in skipped:
             uses.setdefault(use.feature, []).append(use)
     in_text = any(use.part == "mj-text" for found in uses.values() for use in found)
-    in_draft = _draft_uses(edition.draft) if in_text else {}
+    in_draft = _draft_uses(edition.body) if in_text else {}
     problems = []
     for key in sorted(uses):
         feature = known.features[key]
@@ -475,7 +475,7 @@ def _property_page(name: str) -> str:
 # ---------------------------------------------------------------- what the draft contributes
 
 
-def _draft_uses(draft: Draft) -> dict[str, tuple[int, int]]:
+def _draft_uses(body: Body) -> dict[str, tuple[int, int]]:
     """Feature id -> (uses, first draft.md line) in the HTML the draft's Markdown renders to.
 
     Rendered as the template renders blocks (source items show only their headline), so
@@ -483,7 +483,7 @@ def _draft_uses(draft: Draft) -> dict[str, tuple[int, int]]:
     """
     found: Counter[str] = Counter()
     first: dict[str, int] = {}
-    for line, html in _draft_fragments(parse_body(draft), draft.body_line):
+    for line, html in _draft_fragments(body, body.draft.body_line):
         for use in read_mjml(f"<mj-text>{html}</mj-text>"):
             found[use.feature] += 1
             first.setdefault(use.feature, line)
@@ -493,11 +493,12 @@ def _draft_uses(draft: Draft) -> dict[str, tuple[int, int]]:
 def _draft_fragments(body: Body, body_line: int) -> list[tuple[int, str]]:
     """(draft.md line, HTML) of every part of the body the template shows, in reading order."""
     md = markdown()
+    renderer = cast(RendererHTML, md.renderer)
 
     def render(tokens: Sequence[Any], *, inline: bool = False) -> str:
         if inline:
-            return md.renderer.renderInline(list(tokens), md.options, body.env)
-        return md.renderer.render(list(tokens), md.options, body.env)
+            return renderer.renderInline(list(tokens), md.options, body.env)
+        return renderer.render(list(tokens), md.options, body.env)
 
     fragments = [(section.line, render(section.title_tokens, inline=True)) for section in body.sections]
     for block in (*body.lede, *(block for section in body.sections for block in section.blocks), *body.signoff):

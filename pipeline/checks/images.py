@@ -24,8 +24,9 @@ def _problem(severity: str, message: str, location: str) -> Problem:
     return Problem(check="images", severity=severity, message=message, location=location)  # type: ignore[arg-type]
 
 
-def check_images(edition: Edition, body: Body, settings: Settings) -> list[Problem]:
+def check_images(edition: Edition, settings: Settings) -> list[Problem]:
     """Problems with the images of email.html and the draft's image files."""
+    body = edition.body
     problems = _files(body, settings) + _svg(body)
     lines = {f"{settings.publication.asset_base_url}/{edition.name}/{image.src.lstrip('./')}": image.line
              for image in body.images if image.file is not None}

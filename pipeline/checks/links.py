@@ -21,7 +21,8 @@ from email_validator import EmailNotValidError, validate_email
 from lxml import html as lxml_html
 
 from pipeline import placeholders
-from pipeline.checks.reachability import LinkCache, LinkOptions, check_links_sync, refuses_robots
+from pipeline.checks.reachability import LinkCache, LinkOptions, refuses_robots
+from pipeline.checks.reachability import check_links as request_links
 from pipeline.checks.report import LinkResult, Problem
 from pipeline.config import Settings
 from pipeline.content import Body
@@ -45,10 +46,10 @@ class _Link:
     files: frozenset[str]
 
 
-def check_links(edition: Edition, body: Body, settings: Settings, *, offline: bool) -> tuple[
+async def check_links(edition: Edition, settings: Settings, *, offline: bool) -> tuple[
         list[Problem], list[LinkResult]]:
     """Problems and per-URL results for every link of the edition."""
-    links = _collect(edition, body)
+    links = _collect(edition)
     problems: list[Problem] = []
     results: dict[str, LinkResult] = {}
     to_request: list[_Link] = []
@@ -63,17 +64,17 @@ def check_links(edition: Edition, body: Body, settings: Settings, *, offline: bo
     if to_request:
         options = LinkOptions.from_settings(settings.checks)
         cache = LinkCache(settings.paths.cache / "links.json") if options.cache_hours > 0 else None
-        answered = check_links_sync([link.url for link in to_request], options, cache=cache)
+        answered = await request_links([link.url for link in to_request], options, cache=cache)
         for link in to_request:
             results[link.url] = answered[link.url]
             problems += _reachability(link, answered[link.url], settings)
     return problems, [results[link.url] for link in links]
 
 
-def _collect(edition: Edition, body: Body) -> list[_Link]:
+def _collect(edition: Edition) -> list[_Link]:
     """Every href and src, in order of first appearance, with its draft.md line when the editor wrote it."""
-    editor_urls = _editor_urls(body)
-    draft_lines = edition.draft.source.read_text(encoding="utf-8-sig").splitlines()
+    editor_urls = _editor_urls(edition.body)
+    draft_lines = edition.draft.lines
     sections = {link.href: link.section for link in edition.links}
     found: dict[str, set[str]] = {}
     for name, html in (("email.html", edition.email_html), ("web.html", edition.web_html)):

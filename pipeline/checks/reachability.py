@@ -42,7 +42,7 @@ from pipeline import __version__
 from pipeline.checks.report import LinkOutcome, LinkResult
 from pipeline.config import Checks
 
-__all__ = ["LinkCache", "LinkOptions", "check_links", "check_links_sync", "refuses_robots"]
+__all__ = ["LinkCache", "LinkOptions", "check_links", "refuses_robots"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,18 +212,6 @@ async def check_links(
                 cache.put(results[url])
             cache.save()
     return {url: results[url] for url in wanted}
-
-
-def check_links_sync(
-    urls: Iterable[str],
-    options: LinkOptions,
-    *,
-    client: httpx.AsyncClient | None = None,
-    cache: LinkCache | None = None,
-    on_result: Callable[[LinkResult], None] | None = None,
-) -> dict[str, LinkResult]:
-    """``check_links`` for callers outside an event loop."""
-    return asyncio.run(check_links(urls, options, client=client, cache=cache, on_result=on_result))
 
 
 @asynccontextmanager

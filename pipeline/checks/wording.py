@@ -18,8 +18,9 @@ _CAPITALS = re.compile(r"\b(TK|TODO|XXX)\b")
 MAX_SUBJECT = 100
 
 
-def check_wording(draft: Draft, body: Body) -> list[Problem]:
+def check_wording(body: Body) -> list[Problem]:
     """Every content problem of the draft, located at its draft.md line."""
+    draft = body.draft
     problems = _leftovers(draft)
     problems += _empty_sections(draft, body)
     problems += _repeats(draft, body)
@@ -33,8 +34,7 @@ def _problem(severity: str, message: str, location: str) -> Problem:
 
 def _leftovers(draft: Draft) -> list[Problem]:
     problems = []
-    text = draft.source.read_text(encoding="utf-8-sig")
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(draft.lines, start=1):
         for match in LEFTOVERS.finditer(line):
             word = match.group()
             if word.lower() != "lorem ipsum" and not _CAPITALS.fullmatch(word):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 
-from pipeline.build import Build, build_edition
+from pipeline.build import Build
 from pipeline.cli.common import add_draft, add_format, draft_folder
 from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings
+from pipeline.prepare import prepare_and_write
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,7 +45,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
-    build = build_edition(draft_folder(args.draft, settings), settings, args.out)
+    build = prepare_and_write(draft_folder(args.draft, settings), settings, args.out)
     report_build(build, settings)
     return 0
 
@@ -63,7 +65,7 @@ def report_build(build: Build, settings: Settings) -> None:
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.preview import screenshot_email
 
-    build = build_edition(draft_folder(args.draft, settings), settings, args.out)
+    build = prepare_and_write(draft_folder(args.draft, settings), settings, args.out)
     report_build(build, settings)
     for shot in screenshot_email(build.folder / "email.html", build.folder):
         overflow = "" if shot.scroll_width <= shot.width else f" (overflows: {shot.scroll_width} px wide)"
@@ -73,11 +75,10 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.checks import check_edition
-    from pipeline.draft import read_draft
-    from pipeline.render import render_edition
+    from pipeline.prepare import prepare
 
-    edition = render_edition(read_draft(draft_folder(args.draft, settings)), settings)
-    report = check_edition(edition, settings, offline=args.offline)
+    edition = prepare(draft_folder(args.draft, settings), settings)
+    report = asyncio.run(check_edition(edition, settings, offline=args.offline))
     if args.format == "json":
         print(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
     else:

@@ -84,11 +84,10 @@ def run_send_command(args: argparse.Namespace, settings: Settings) -> int:
 def checked_build(draft: str, args: argparse.Namespace, settings: Settings) -> tuple[Build, Override | None]:
     """Build the draft once and pass it through the check gate (``--offline``, ``--force --reason``);
     return the build and the override, if any, to record with the send."""
-    from pipeline.build import build_edition
-    from pipeline.checks import check_edition, require_passing
+    from pipeline.checks import require_passing
+    from pipeline.prepare import checked
 
-    build = build_edition(draft_folder(draft, settings), settings)
-    report = check_edition(build.edition, settings, offline=args.offline)
+    build, report = asyncio.run(checked(draft_folder(draft, settings), settings, offline=args.offline))
     return build, require_passing(report, force=args.force, reason=args.reason)
 
 

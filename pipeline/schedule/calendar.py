@@ -10,9 +10,8 @@ from zoneinfo import ZoneInfo
 from pipeline import send
 from pipeline.build import Build
 from pipeline.config import Settings
-from pipeline.draft import read_draft
 from pipeline.errors import NewsletterError, ScheduleError
-from pipeline.render import render_edition
+from pipeline.prepare import prepare
 from pipeline.store import Store, utcnow
 from pipeline.store import calendar as db
 from pipeline.store.sends import reschedule
@@ -66,6 +65,6 @@ def _changed(settings: Settings, draft_path: str | None, content_hash: str) -> s
     if not draft_path:
         return "-"
     try:
-        return "yes" if render_edition(read_draft(Path(draft_path)), settings).content_hash != content_hash else "no"
+        return "yes" if prepare(Path(draft_path), settings).content_hash != content_hash else "no"
     except NewsletterError as exc:
         return f"draft broken: {exc.reason}"

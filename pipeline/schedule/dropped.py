@@ -13,6 +13,7 @@ reported once and skipped: it never stops the drafts after it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -20,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import send
-from pipeline.build import output_folder, write_edition
+from pipeline.build import write_build
 from pipeline.checks import check_edition
 from pipeline.config import Settings
 from pipeline.draft import DRAFT_FILE, read_draft
 from pipeline.errors import NewsletterError, StoreError
 from pipeline.notices import notify_staff
-from pipeline.render import render_edition
+from pipeline.prepare import prepare_draft
 from pipeline.store import Store, utcnow
 from pipeline.store.calendar import latest_for_draft
 from pipeline.store.sends import move
@@ -87,7 +88,7 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
         return
     at = draft.meta.send_at
     at = (at if at.tzinfo is not None else localise(at, settings.publication.zone)).astimezone(dt.UTC)
-    edition = render_edition(draft, settings)
+    edition = prepare_draft(draft, settings)
     latest = latest_for_draft(store, folder)
     if latest is not None and latest.content_hash == edition.content_hash and latest.at == at:
         return  # this version is already scheduled, sent, held, missed or cancelled: nothing new
@@ -100,7 +101,7 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
         _report(settings, reported, folder, f"send_at {at:%Y-%m-%d %H:%M} UTC is in the past; not scheduled",
                 "a dropped draft was not scheduled")
         return
-    report = check_edition(edition, settings, offline=settings.schedule.offline_checks)
+    report = asyncio.run(check_edition(edition, settings, offline=settings.schedule.offline_checks))
     if not report.ok:
         problems = "; ".join(f"{p.location}: {p.message}" for p in report.errors)
         _report(settings, reported, folder, f"not scheduled, {len(report.errors)} check error(s): {problems}",
@@ -108,9 +109,8 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
         return
     if latest is not None and latest.status == SendStatus.SCHEDULED:
         move(store, latest.id, "cancel", "replaced by a newer version of the draft")
-    built = output_folder(settings, edition.name)
-    write_edition(edition, built)  # the edition already rendered above: no second render
-    send_id = send.schedule_send(store, settings, edition, built_path=str(built), at=at,
+    built = write_build(edition, settings)  # the edition already rendered above: no second render
+    send_id = send.schedule_send(store, settings, edition, built_path=str(built.folder), at=at,
                                  timezone=settings.publication.timezone)
     log.info("send %s: %s scheduled from its send_at for %s UTC", send_id, edition.name, f"{at:%Y-%m-%d %H:%M}")
 

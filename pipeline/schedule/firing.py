@@ -16,12 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import send
-from pipeline.build import build_edition
-from pipeline.checks import check_edition
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError, SendBusy
 from pipeline.logs import format_counts
 from pipeline.notices import notify_staff
+from pipeline.prepare import checked
 from pipeline.store import Store
 from pipeline.store import sends as db
 
@@ -56,8 +55,8 @@ def _rebuild_and_queue(store: Store, settings: Settings, send_id: int, lease: se
     try:
         if not record.draft_path:
             raise NewsletterError("the send has no draft to rebuild")
-        build = build_edition(Path(record.draft_path), settings)
-        report = check_edition(build.edition, settings, offline=settings.schedule.offline_checks)
+        build, report = asyncio.run(checked(Path(record.draft_path), settings,
+                                            offline=settings.schedule.offline_checks))
     except NewsletterError as exc:
         return _hold(store, settings, send_id, lease, f"the draft could not be built: {exc}")
     # An operator's override holds for the content it was given for, not for a changed draft.
