@@ -290,14 +290,14 @@ def test_a_broken_dropped_draft_is_reported_once_and_the_drafts_after_it_are_sch
     _dropped(project, "2024-03-01-a-bad-date", f"date: 2024-02-30\nsend_at: {at}")
     _dropped(project, "2024-03-02-b-breaks", f"send_at: {at}")
     _dropped(project, "2024-03-03-c-good", f"send_at: {at}")
-    real = dropped.render_edition
+    real = dropped.prepare_draft
 
     def render(draft, settings):  # a failure nobody foresaw, at the unit's edge
         if draft.name == "2024-03-02-b-breaks":
             raise RuntimeError("something unforeseen")
         return real(draft, settings)
 
-    monkeypatch.setattr(dropped, "render_edition", render)
+    monkeypatch.setattr(dropped, "prepare_draft", render)
     watch = dropped.DraftWatch()
     for _ in range(2):
         dropped.pick_up_drafts(store, settings, watch)

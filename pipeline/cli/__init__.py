@@ -7,7 +7,7 @@
     emulator.py     emulator
 
 Every command parses its arguments, calls the library and prints the result.
-``asyncio.run`` is called here, at the edge, and nowhere below. A
+``asyncio.run`` is called here, at the edge (and in the scheduler's threads), nowhere else. A
 ``NewsletterError`` becomes one line on stderr and its exit code (2; 1 for
 failed checks).
 """
