@@ -360,7 +360,8 @@ def raw_child(provider_name: str, audience: int, base_url: str) -> dict[str, Any
         edition = prepare_and_write(settings.paths.drafts / SAMPLE, settings).edition
     publication = settings.publication
     mail = Mail(label="1", subject=edition.subject, html=edition.email_html, text=edition.email_txt,
-                sender=publication.from_, reply_to=publication.reply_to, list_id=messages.list_id(settings))
+                sender=publication.from_, reply_to=publication.reply_to,
+                list_headers=messages.list_headers(settings, label="1", edition=SAMPLE))
     batch_size, concurrency = settings.provider.batch_size, settings.provider.concurrency
     full, rest = divmod(audience, batch_size)
     plan = [batch_size] * full + ([rest] if rest else [])

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from pipeline import placeholders, tokens, urls
 from pipeline.config import Settings
 from pipeline.errors import SendError
-from pipeline.mail import Mail, Recipient
+from pipeline.mail import Mail, Recipient, sendable
 
 
 def _secret(settings: Settings) -> str:
@@ -56,9 +56,22 @@ def list_id(settings: Settings) -> str:
 @lru_cache(maxsize=16)  # asked for every recipient's headers
 def _list_id(publication: str, base_url: str, sender: str) -> str:
     host = urlsplit(base_url).hostname or _bare_address(sender).rpartition("@")[2] or "localhost"
-    slug = "".join(c if c.isalnum() else "-" for c in publication.lower()).strip("-")
     name = publication.replace('"', "'")
-    return f'"{name}" <{slug}.{host}>'
+    return f'"{name}" <{_slug(publication)}.{host}>'
+
+
+def list_headers(settings: Settings, *, label: str, edition: str) -> tuple[tuple[str, str], ...]:
+    """The headers every message of a send of ``edition`` to the list shares: RFC 2919 ``List-Id``, RFC 2369
+    ``List-Archive``, and Gmail's ``Feedback-ID`` (``send:edition:newsletter:publication``, so that its
+    feedback loop reports complaints per send; ASCII, and nothing personal)."""
+    publication = _slug(settings.publication.name)
+    feedback = ":".join(part[:40] for part in (_slug(label), _slug(edition), "newsletter", publication))
+    return (("List-Id", list_id(settings)), ("List-Archive", f"<{urls.archive(settings)}>"),
+            ("Feedback-ID", feedback))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isascii() and c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
 
 
 def message_id(settings: Settings, label: str, delivery_id: int, nonce: str) -> str:
@@ -76,7 +89,6 @@ def recipient(settings: Settings, *, label: str, delivery_id: int, email: str, n
     headers = {
         "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{sender}?subject=unsubscribe>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": list_id(settings),
         "Message-ID": message_id(settings, label, delivery_id, nonce),
     }
     values = {
@@ -84,7 +96,7 @@ def recipient(settings: Settings, *, label: str, delivery_id: int, email: str, n
         placeholders.UNSUBSCRIBE_URL: unsubscribe_url,
         placeholders.VIEW_URL: view_url,
     }
-    return Recipient(delivery_id=delivery_id, email=email, name=name, values=values, headers=headers)
+    return Recipient(delivery_id=delivery_id, email=sendable(email), name=name, values=values, headers=headers)
 
 
 def personalise(mail: Mail, person: Recipient) -> tuple[str, str]:
@@ -105,4 +117,4 @@ def direct_recipient(settings: Settings, *, label: str, delivery_id: int, email:
         placeholders.UNSUBSCRIBE_URL: urls.home(settings),
         placeholders.VIEW_URL: view_url,
     }
-    return Recipient(delivery_id=delivery_id, email=email, name="", values=values, headers=headers)
+    return Recipient(delivery_id=delivery_id, email=sendable(email), name="", values=values, headers=headers)

@@ -27,8 +27,6 @@ from pipeline.mail import Mail, Recipient
 _TEXT_MARK = "newsletter-text-part-goes-here"
 _HTML_MARK = "newsletter-html-part-goes-here"
 CRLF = b"\r\n"
-# Headers that differ per recipient; the rest are laid out once in the skeleton.
-_OWN_HEADERS = ("Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post")
 
 
 class _EncodedPart:
@@ -70,7 +68,8 @@ class MessageTemplate:
         skeleton["Subject"] = mail.subject
         if mail.reply_to:
             skeleton["Reply-To"] = mail.reply_to
-        skeleton["List-Id"] = mail.list_id
+        for name, value in mail.list_headers:  # List-Id, List-Archive, Feedback-ID: the list's, for everyone
+            skeleton[name] = value
         skeleton["MIME-Version"] = "1.0"
         skeleton.set_content(_TEXT_MARK, subtype="plain", charset="utf-8", cte="quoted-printable")
         skeleton.add_alternative(_HTML_MARK, subtype="html", charset="utf-8", cte="quoted-printable")
@@ -83,18 +82,23 @@ class MessageTemplate:
 
     def render(self, person: Recipient) -> bytes:
         """The complete message for one recipient, CRLF line endings."""
-        headers = [
-            b"To: " + formataddr((" ".join(person.name.split()), person.email), charset="utf-8").encode("ascii"),
-            b"Date: " + formatdate(usegmt=True).encode("ascii"),
-        ]
-        for name in _OWN_HEADERS:
-            if name in person.headers:
-                headers.append(_header(name, person.headers[name]))
+        headers = [b"To: " + _to(person), b"Date: " + formatdate(usegmt=True).encode("ascii")]
+        headers += [_header(name, value) for name, value in person.headers.items()]
         return b"".join((
             self.head, CRLF, CRLF.join(headers), CRLF, CRLF,
             self.before_text, self.text.render(person.values),
             self.between, self.html.render(person.values), self.after_html,
         ))
+
+
+def _to(person: Recipient) -> bytes:
+    """The To header's value: the name RFC 2047-encoded if need be; an address whose local part is not ASCII
+    as UTF-8 (RFC 6532), which only a relay with SMTPUTF8 takes."""
+    name = " ".join(person.name.split())
+    if not person.needs_smtputf8:
+        return formataddr((name, person.email), charset="utf-8").encode("ascii")
+    shown = formataddr((name, "x@x"), charset="utf-8")[: -len("<x@x>")] if name else ""
+    return f"{shown}<{person.email}>".encode()
 
 
 def _header(name: str, value: str) -> bytes:

@@ -28,6 +28,7 @@ class Recording:
 
     name: ClassVar[str] = "recording"
     idempotent: ClassVar[bool] = False
+    smtputf8: ClassVar[bool] = False
     max_batch: ClassVar[int] = 5
 
     def __init__(self, fail_with: BaseException | None = None, fail_batches: set[int] | None = None):

@@ -35,6 +35,7 @@ class Slow:
 
     name: ClassVar[str] = "slow"
     idempotent: ClassVar[bool] = False
+    smtputf8: ClassVar[bool] = False
     max_batch: ClassVar[int] = 100
 
     def __init__(self, seconds: float):

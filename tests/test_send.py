@@ -142,6 +142,7 @@ class CrashingProvider:
 
     name: ClassVar[str] = "crashing"
     idempotent: ClassVar[bool] = False
+    smtputf8: ClassVar[bool] = False
     max_batch: ClassVar[int] = 2
 
     def __init__(self) -> None:

@@ -175,7 +175,8 @@ def mail(project: Path, settings: Settings) -> Mail:
     edition = prepare_and_write(project / "drafts" / SAMPLE, settings).edition
     publication = settings.publication
     return Mail(label=str(SEND_ID), subject=edition.subject, html=edition.email_html, text=edition.email_txt,
-                sender=publication.from_, reply_to=publication.reply_to, list_id=messages.list_id(settings))
+                sender=publication.from_, reply_to=publication.reply_to,
+                list_headers=messages.list_headers(settings, label="42", edition=SAMPLE))
 
 
 def unsubscribe_url(settings: Settings, number: int) -> str:

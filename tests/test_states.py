@@ -124,6 +124,7 @@ def test_a_held_or_missed_send_can_be_scheduled_again(project: Path, settings: S
 class _Refusing:
     name = "refusing"
     idempotent = False
+    smtputf8 = False
     max_batch = 100
 
     async def send(self, batch):

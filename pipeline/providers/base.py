@@ -3,7 +3,8 @@
 A provider takes a ``Batch`` and returns one ``Outcome`` per recipient.
 ``idempotent`` says whether it honours an idempotency key, so that a batch in
 flight at a crash may be handed over again without sending twice;
-``max_batch`` is the most recipients it takes in one batch.
+``max_batch`` is the most recipients it takes in one batch; ``smtputf8`` whether it
+can send to an address whose local part is not ASCII (RFC 6531).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class Provider(Protocol):
     name: ClassVar[str]
     idempotent: ClassVar[bool]
     max_batch: ClassVar[int]
+    smtputf8: ClassVar[bool]
 
     async def send(self, batch: Batch) -> list[Outcome]: ...
 

@@ -14,6 +14,12 @@ Once an attempt went unanswered, the provider may have accepted the request, so 
 ends it after that (retries used up, a refusal) is ProviderAmbiguous: its rows are
 uncertain, never failures that ``--retry-failed`` would send again under a new key.
 
+The HTTP providers send to ASCII addresses only (``smtputf8`` False): their APIs
+validate ``to`` as an RFC 5321 mailbox (SendGrid's and Resend's schemas say
+``format: email``, not ``idn-email``; Postmark and Mailgun document nothing
+more), so an internationalised domain goes out in IDNA and an address whose
+local part is not ASCII fails on its own, before the request (``send.pump``).
+
 Waits back off exponentially with full jitter, unless the provider names the
 wait (``Retry-After``, ``X-RateLimit-Reset``). No error message, log line or
 exception carries the API key or an auth header.
@@ -46,7 +52,7 @@ from pipeline.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from pipeline.mail import Outcome, Recipient
+from pipeline.mail import Mail, Outcome, Recipient
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +63,8 @@ AUTH_STATUSES = frozenset({401, 403})
 # Raised before a byte of the request left: the provider cannot have accepted anything.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 NEVER_SENT = (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)
-# The headers every provider passes through for the recipient's mail client (RFC 8058, RFC 2919).
-LIST_HEADERS = ("List-Unsubscribe", "List-Unsubscribe-Post", "List-Id")
+# A recipient's headers that an HTTP provider does not pass on: it assigns its own Message-ID.
+PROVIDER_ASSIGNED = frozenset({"Message-ID"})
 _BODY_EXCERPT = 300
 _EARLIER_UNANSWERED = "; an earlier attempt went unanswered: it may or may not have accepted the batch"
 
@@ -123,6 +129,7 @@ class HttpProvider:
 
     name: ClassVar[str]
     idempotent: ClassVar[bool] = False
+    smtputf8: ClassVar[bool] = False
     max_batch: ClassVar[int]
     default_base_url: ClassVar[str]
 
@@ -345,9 +352,14 @@ def read_json(response: httpx.Response) -> Any:
                                 status=response.status_code) from exc
 
 
-def list_headers(person: Recipient) -> dict[str, str]:
-    """The recipient's List-* headers. Message-ID is left to the provider, which assigns its own."""
-    return {name: person.headers[name] for name in LIST_HEADERS if name in person.headers}
+def own_headers(person: Recipient) -> dict[str, str]:
+    """The recipient's own headers (List-Unsubscribe, Auto-Submitted ...), but those the provider assigns."""
+    return {name: value for name, value in person.headers.items() if name not in PROVIDER_ASSIGNED}
+
+
+def message_headers(mail: Mail, person: Recipient) -> dict[str, str]:
+    """Every header of one recipient's message: the list's (List-Id ...), then their own."""
+    return {**dict(mail.list_headers), **own_headers(person)}
 
 
 def address(person: Recipient) -> str:

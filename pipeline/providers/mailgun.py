@@ -33,12 +33,11 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.providers.http import (
-    LIST_HEADERS,
     HttpProvider,
     RetryPolicy,
     address,
     escaped_values,
-    list_headers,
+    own_headers,
     post,
     read_json,
     send_parts,
@@ -83,7 +82,7 @@ class MailgunProvider(HttpProvider):
         if mail.reply_to:
             fields.append(("h:Reply-To", mail.reply_to))
         shared, own = _headers(people)
-        fields += [(f"h:{name}", value) for name, value in shared.items()]
+        fields += [(f"h:{name}", value) for name, value in (*mail.list_headers, *shared.items())]
         fields += [(f"h:{name}", f"%recipient.{variable}%") for name, variable in own.items()]
         fields += [("v:send", mail.label), ("v:delivery", "%recipient.delivery%")]
         variables = {person.email: _variables(mail, person, own) for person in people}
@@ -110,14 +109,16 @@ def _content(mail: Mail) -> tuple[str, str]:
 
 
 def _headers(people: Sequence[Recipient]) -> tuple[dict[str, str], dict[str, str]]:
-    """(headers all recipients share: name -> value, headers that differ: name -> variable)."""
+    """Of the recipients' own headers: (those all share: name -> value, those that differ: name -> variable)."""
+    headers = [own_headers(person) for person in people]
     shared: dict[str, str] = {}
     own: dict[str, str] = {}
-    for name in LIST_HEADERS:
-        values = {list_headers(person).get(name) for person in people}
-        if len(values) == 1 and None not in values:
-            shared[name] = values.pop()  # type: ignore[assignment]
-        elif values != {None}:
+    for name in dict.fromkeys(name for mine in headers for name in mine):
+        values = {mine.get(name) for mine in headers}
+        value = next(iter(values))
+        if len(values) == 1 and value is not None:
+            shared[name] = value
+        else:
             own[name] = "h_" + name.lower().replace("-", "_")
     return shared, own
 
@@ -132,7 +133,7 @@ def _variables(mail: Mail, person: Recipient, own: dict[str, str]) -> dict[str, 
     raw, escaped = text_values(person), escaped_values(person)
     variables = {name: raw[name] for name in placeholders.NAMES if name in used}
     variables |= {f"{name}_html": escaped[name] for name in placeholders.NAMES if name in used}
-    headers = list_headers(person)
+    headers = own_headers(person)
     variables |= {variable: headers.get(name, "") for name, variable in own.items()}
     variables["delivery"] = str(person.delivery_id)
     return variables

@@ -26,6 +26,7 @@ class OutboxProvider:
 
     name: ClassVar[str] = "outbox"
     idempotent: ClassVar[bool] = True
+    smtputf8: ClassVar[bool] = True  # a file takes RFC 6532 UTF-8 headers
     max_batch: ClassVar[int] = 1000
 
     @classmethod
@@ -56,11 +57,18 @@ class OutboxProvider:
             return Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=message_id)
         try:
             data = template.render(person)
+        except (UnicodeError, ValueError) as exc:  # this recipient's message cannot be made: only theirs fails
+            return Outcome(delivery_id=person.delivery_id, status="failed", error_class="permanent",
+                           error_text=f"cannot write a message to {person.email!r}: {exc}")
+        temporary = None
+        try:
             handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
             with os.fdopen(handle, "wb") as out:
                 out.write(data)
             os.replace(temporary, path)
         except OSError as exc:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)  # a half-written file is never left behind
             return Outcome(delivery_id=person.delivery_id, status="failed", error_class="transient",
                            error_text=f"cannot write {path}: {exc.strerror}")
         return Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=message_id)

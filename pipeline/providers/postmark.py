@@ -28,7 +28,7 @@ import httpx
 from pipeline.config import Settings
 from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
-from pipeline.providers.http import HttpProvider, RetryPolicy, address, list_headers, post, read_json, send_parts
+from pipeline.providers.http import HttpProvider, RetryPolicy, address, message_headers, post, read_json, send_parts
 
 MAX_MESSAGES = 500
 MAX_REQUEST_BYTES = 50 * 1000 * 1000
@@ -72,7 +72,7 @@ class PostmarkProvider(HttpProvider):
             "Subject": mail.subject,
             "HtmlBody": html,
             "TextBody": text,
-            "Headers": [{"Name": name, "Value": value} for name, value in list_headers(person).items()],
+            "Headers": [{"Name": name, "Value": value} for name, value in message_headers(mail, person).items()],
             "MessageStream": self.message_stream,
             "Metadata": {"send": mail.label, "delivery": str(person.delivery_id)},
         }

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
-from pipeline.providers.http import HttpProvider, address, chunks, list_headers, post, read_json, send_parts
+from pipeline.providers.http import HttpProvider, address, chunks, message_headers, post, read_json, send_parts
 
 MAX_EMAILS = 100
 
@@ -48,7 +48,7 @@ class ResendProvider(HttpProvider):
             "subject": mail.subject,
             "html": html,
             "text": text,
-            "headers": list_headers(person),
+            "headers": message_headers(mail, person),
             "tags": [{"name": "send", "value": _tag(mail.label)},
                      {"name": "delivery", "value": str(person.delivery_id)}],
         }

@@ -31,7 +31,7 @@ from pipeline.providers.http import (
     HttpProvider,
     chunks,
     escaped_values,
-    list_headers,
+    own_headers,
     post,
     send_parts,
     text_values,
@@ -76,8 +76,9 @@ class SendGridProvider(HttpProvider):
             # SendGrid requires text/plain before text/html; empty parts are not allowed.
             "content": [{"type": kind, "value": value}
                         for kind, value in (("text/plain", content.text), ("text/html", content.html)) if value],
-            "headers": {"List-Id": mail.list_id},
         }
+        if mail.list_headers:  # the list's headers, the same for everyone
+            body["headers"] = dict(mail.list_headers)
         if mail.reply_to:
             body["reply_to"] = _mailbox(mail.reply_to)
         return body
@@ -126,7 +127,7 @@ def _personalization(mail: Mail, content: Content, person: Recipient) -> dict[st
     raw, escaped = text_values(person), escaped_values(person)
     substitutions = {key: raw[name] for name, key in content.text_keys.items()}
     substitutions |= {key: escaped[name] for name, key in content.html_keys.items()}
-    headers = {name: value for name, value in list_headers(person).items() if name != "List-Id"}
+    headers = own_headers(person)
     return {
         "to": [_recipient(person)],
         "substitutions": substitutions,

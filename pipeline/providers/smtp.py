@@ -93,6 +93,7 @@ class SmtpProvider:
 
     name: ClassVar[str] = "smtp"
     idempotent: ClassVar[bool] = False
+    smtputf8: ClassVar[bool] = True  # when the relay offers it; each transaction checks (``_transaction``)
     max_batch: ClassVar[int] = 100
 
     def __init__(self, *, host: str, port: int | None = None, security: Security = "starttls",

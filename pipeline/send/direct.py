@@ -1,7 +1,7 @@
 """Mail straight to the provider, outside the delivery log: test sends of an edition, and staff notices.
 
 Neither is the publication's newsletter to its list, so neither carries the
-list's ``List-Unsubscribe`` headers; staff notices say ``Auto-Submitted:
+list's headers (``List-Id``, ``List-Unsubscribe`` ...); staff notices say ``Auto-Submitted:
 auto-generated`` (RFC 3834), so that no auto-responder answers them.
 """
 
@@ -31,7 +31,7 @@ async def send_direct(settings: Settings, *, label: str, subject: str, html: str
     """One batch straight to the provider (a test send, or a staff ``notice``)."""
     publication = settings.publication
     mail = Mail(label=label, subject=subject, html=html, text=text, sender=publication.from_,
-                reply_to=publication.reply_to, list_id=messages.list_id(settings))
+                reply_to=publication.reply_to)
     nonce = secrets.token_hex(8)
     recipients = tuple(
         messages.direct_recipient(settings, label=label, delivery_id=number, email=address, view_url=view_url,

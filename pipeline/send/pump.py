@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from pipeline import messages, urls
 from pipeline.config import Settings
@@ -84,7 +85,8 @@ class _Pump:
         name, subject, html, text = db.sent_parts(store, self.send_id)
         publication = settings.publication
         self.mail = Mail(label=str(self.send_id), subject=subject, html=html, text=text, sender=publication.from_,
-                         reply_to=publication.reply_to, list_id=messages.list_id(settings))
+                         reply_to=publication.reply_to,
+                         list_headers=messages.list_headers(settings, label=str(self.send_id), edition=name))
         self.view_url = urls.edition(settings, name)
         self.failures_in_a_row = 0
         self.stopped = False
@@ -106,7 +108,7 @@ class _Pump:
                 self.bucket.give_back(self.batch_size - (len(claimed.rows) if claimed else 0))
                 if claimed is None:
                     break
-                in_flight.add(asyncio.create_task(self._deliver(self._batch(claimed))))
+                in_flight.add(asyncio.create_task(self._deliver(claimed)))
         finally:
             if in_flight:  # finish what is in flight, whatever stopped the loop
                 await asyncio.wait(in_flight)
@@ -133,9 +135,10 @@ class _Pump:
         )
         return Batch(id=claimed.batch_id, mail=self.mail, recipients=recipients)
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(self, claimed: db.Claimed) -> None:
+        batch = self._batch(claimed)
         outcomes, error = await hand_over(self.provider, batch)
-        emails = {person.delivery_id: person.email for person in batch.recipients}
+        emails = {row.delivery_id: row.email for row in claimed.rows}  # as stored: the suppression's key
         settled = [db.Settled(delivery_id=outcome.delivery_id, status=DeliveryStatus(outcome.status),
                               provider_message_id=outcome.provider_message_id, error_class=outcome.error_class,
                               error_text=outcome.error_text, suppress=outcome.suppress,
@@ -171,11 +174,27 @@ class _Pump:
 async def hand_over(provider: Provider, batch: Batch) -> tuple[list[Outcome], ProviderError | None]:
     """The provider's outcomes, and the error that failed the whole batch if one did.
 
-    What each batch-wide error means for its rows (the exactly-once rules):
-    refused credentials: nothing was accepted, so the rows go back to the
-    queue; unavailable: nothing was accepted, a transient failure; rejected as
-    invalid: permanent failure; no answer after sending (ambiguous): ``uncertain``.
+    A recipient the provider cannot take at all — an address whose local part is
+    not ASCII, for a provider without SMTPUTF8 — fails on its own, permanently,
+    and is not handed over. What each batch-wide error means for its rows (the
+    exactly-once rules): refused credentials: nothing was accepted, so the rows
+    go back to the queue; unavailable: nothing was accepted, a transient failure;
+    rejected as invalid: permanent failure; no answer after sending (ambiguous):
+    ``uncertain``.
     """
+    refused = [] if provider.smtputf8 else [person for person in batch.recipients if person.needs_smtputf8]
+    if refused:
+        batch = replace(batch, recipients=tuple(person for person in batch.recipients if not person.needs_smtputf8))
+    unsendable = [Outcome(delivery_id=person.delivery_id, status="failed", error_class="permanent",
+                          error_text=f"{provider.name} cannot send to an address whose local part is not ASCII "
+                                     "(it would need SMTPUTF8)") for person in refused]
+    if not batch.recipients:
+        return unsendable, None
+    outcomes, error = await _hand_over(provider, batch)
+    return outcomes + unsendable, error
+
+
+async def _hand_over(provider: Provider, batch: Batch) -> tuple[list[Outcome], ProviderError | None]:
     try:
         outcomes = await provider.send(batch)
     except asyncio.CancelledError:
