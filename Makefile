@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 AXE := tools/node_modules/axe-core/axe.min.js
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup system demo test bench lint clean
+.PHONY: setup system demo test bench check lint clean
 
 setup: $(STAMP) system $(AXE)
 
@@ -69,8 +69,12 @@ bench: setup
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_links.py
 
-lint: $(STAMP)
+# Style and types: ruff, then mypy over the package (which ships py.typed), the tests and benchmarks.
+check: $(STAMP)
 	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/mypy pipeline tests benchmarks
+
+lint: check
 
 clean:
 	rm -rf build outbox .pytest_cache

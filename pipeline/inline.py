@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 
-from lxml import etree  # type: ignore[import-untyped]
+from lxml import etree
 from premailer import Premailer
 
 from pipeline import placeholders

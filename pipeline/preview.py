@@ -45,7 +45,7 @@ class Screenshot:
     height: int
 
 
-def launch_browser(playwright):  # type: ignore[no-untyped-def]
+def launch_browser(playwright):
     """Start the system Chromium headless; a clear error when it is not installed."""
     if not CHROMIUM.exists():
         raise PreviewError(f"Chromium not found at {CHROMIUM}: install Debian's 'chromium' package (make setup does)")
@@ -56,7 +56,7 @@ def launch_browser(playwright):  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def browser_session():  # type: ignore[no-untyped-def]
+def browser_session():
     """The system Chromium, headless, for the length of a with block."""
     from playwright.sync_api import sync_playwright
 
@@ -68,7 +68,7 @@ def browser_session():  # type: ignore[no-untyped-def]
             browser.close()
 
 
-def local_only(route):  # type: ignore[no-untyped-def]
+def local_only(route):
     """Let local documents through; abort anything bound for the network."""
     url = route.request.url
     if url.startswith(("file:", "data:", "about:")):

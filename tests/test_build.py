@@ -69,12 +69,14 @@ def _write_raw(project: Path, name: str, data: bytes) -> None:
     (folder / "draft.md").write_bytes(data)
 
 
-def _break_template(project: Path) -> None:
+def _break_template(project: Path) -> Path:
+    """A template "broken" whose line 8 names an undefined variable, and a draft that uses it."""
     broken = project / "templates" / "broken"
     shutil.copytree(project / "templates" / "default", broken)
     lines = (broken / "email.mjml.j2").read_text(encoding="utf-8").splitlines()
     lines.insert(7, "{{ edition.no_such_thing }}")
     (broken / "email.mjml.j2").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return write_draft(project, "2024-03-01-bad", "subject: S\ntemplate: broken", GOOD_BODY)
 
 
 def _scripted_svg(project: Path) -> None:
@@ -84,7 +86,7 @@ def _scripted_svg(project: Path) -> None:
                                                  "<script>alert(1)</script></svg>", encoding="utf-8")
 
 
-def _bad_front(front: str):  # type: ignore[no-untyped-def]
+def _bad_front(front: str):
     """Make the draft 2024-03-01-bad with this front matter and a good body."""
     return lambda project: write_draft(project, "2024-03-01-bad", front, GOOD_BODY)
 
@@ -100,8 +102,7 @@ BAD_DRAFTS = {
                         r"draft.md:1: missing required front-matter key 'subject'"),
     "unknown template": (lambda p: write_draft(p, "2024-03-01-bad", "subject: S\ntemplate: fancy", GOOD_BODY),
                          r"draft.md:3: unknown template 'fancy'"),
-    "undefined variable": (lambda p: (_break_template(p),
-                                      write_draft(p, "2024-03-01-bad", "subject: S\ntemplate: broken", GOOD_BODY)),
+    "undefined variable": (_break_template,
                            r"templates/broken/email.mjml.j2:8: undefined template variable"),
     "missing image": (lambda p: write_draft(p, "2024-03-01-bad", "subject: S", "Hi.\n\n![Chart](images/chart.png)\n"),
                       r"draft.md:6: image file not found: images/chart.png"),

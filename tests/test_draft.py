@@ -16,7 +16,7 @@ from .conftest import write_draft
 BODY = "Hello.\n"
 
 
-def _read(project: Path, front: str):  # type: ignore[no-untyped-def]
+def _read(project: Path, front: str):
     return read_draft(write_draft(project, "2024-03-01-front", front, BODY))
 
 

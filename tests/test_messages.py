@@ -129,7 +129,7 @@ def _notice(settings: Settings) -> None:
     assert asyncio.run(notify(settings, "Send 1 held", "why"))
 
 
-def _headers_of(message: dict) -> dict[str, str]:  # type: ignore[type-arg]
+def _headers_of(message: dict) -> dict[str, str]:
     return {name.lower(): value for name, value in (message.get("headers") or {}).items()}
 
 

@@ -90,7 +90,7 @@ class Site:
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.handle_error = lambda request, address: None  # clients that gave up: expected here
+        self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]  # clients that gave up
         self.server.site = self  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
 
@@ -302,7 +302,7 @@ def test_global_limit(site: Site) -> None:
 
 
 def test_progress_is_reported_for_every_url(site: Site) -> None:
-    seen = []
+    seen: list[LinkResult] = []
     urls = [site.url("/ok/progress"), site.url("/missing/progress")]
     asyncio.run(check_links(urls, FAST, on_result=seen.append))
     assert sorted(result.url for result in seen) == sorted(urls)

@@ -39,7 +39,7 @@ def check_images(edition: Edition, settings: Settings) -> list[Problem]:
     return problems
 
 
-def _one_image(image, src: str, location: str) -> list[Problem]:  # type: ignore[no-untyped-def]
+def _one_image(image, src: str, location: str) -> list[Problem]:
     problems = []
     if not src or not _ABSOLUTE.match(src):
         problems.append(_problem("error", f"image src {src!r} is relative: publish it under asset_base_url",

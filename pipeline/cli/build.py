@@ -14,7 +14,7 @@ from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings
 from pipeline.prepare import prepare_and_write
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser("build", help="render a draft into email.html, email.txt, web.html and manifest.json",
                                 description="Render a draft into email.html, email.txt, web.html and manifest.json.")
     add_draft(build)
@@ -86,7 +86,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def format_report(report) -> str:  # type: ignore[no-untyped-def]
+def format_report(report) -> str:
     """Problems grouped by severity, errors first, each with its place; a summary line last."""
     lines = []
     for title, group in (("errors", report.errors), ("warnings", report.warnings)):

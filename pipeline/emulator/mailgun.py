@@ -117,7 +117,8 @@ def _fields(form: FormData) -> dict[str, Any]:
     Repeatable fields become lists; a described single field given twice becomes a list too,
     which the schema refuses; any other field given twice (``h:``, ``v:`` ...) keeps its last value.
     """
-    (described, repeatable), fields = _described(), {}
+    (described, repeatable) = _described()
+    fields: dict[str, Any] = {}
     for name, item in form.multi_items():
         value = (item.filename or "") if isinstance(item, UploadFile) else item
         if name in repeatable:

@@ -137,8 +137,12 @@ def form_fields(request: httpx.Request) -> list[tuple[str, str]]:
     """The fields of a multipart/form-data body, in order."""
     head = b"Content-Type: " + request.headers["Content-Type"].encode() + b"\r\n\r\n"
     message = email.message_from_bytes(head + request.content, policy=email.policy.HTTP)
-    return [(part.get_param("name", header="content-disposition"), part.get_payload(decode=True).decode())
-            for part in message.iter_parts()]
+    fields = []
+    for part in message.iter_parts():
+        payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
+        fields.append((str(part.get_param("name", header="content-disposition")), payload.decode()))
+    return fields
 
 
 async def send_batch(provider: Any, batch: Batch) -> list[Any]:
