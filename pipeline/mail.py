@@ -74,13 +74,15 @@ class Outcome:
     suppress: bool = field(default=False)  # the provider says the address must not be mailed again
 
 
-@lru_cache(maxsize=4096)
 def sendable(address: str) -> str:
     """``address`` as mail is sent to it: the domain in IDNA (``eve@xn--bcher-kva.de`` for ``eve@bücher.de``)
     when the local part is ASCII; unchanged otherwise, or when it is not an address at all (the provider says
     so for that one recipient)."""
-    if address.isascii():
-        return address
+    return address if address.isascii() else _internationalised(address)
+
+
+@lru_cache(maxsize=4096)
+def _internationalised(address: str) -> str:
     try:
         checked = validate_email(address, check_deliverability=False)
     except EmailNotValidError:

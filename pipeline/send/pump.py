@@ -60,11 +60,13 @@ async def run_send(store: Store, settings: Settings, send_id: int, *, provider: 
     async with provider_for(settings, provider) as chosen:
         if lease is None:
             lease = Lease(store, send_id, seconds=settings.send.lease_seconds)
-            db.acquire(store, send_id, lease.owner, lease_seconds=lease.seconds, provider=settings.provider.name,
-                       idempotent=chosen.idempotent)
+            record = db.acquire(store, send_id, lease.owner, lease_seconds=lease.seconds,
+                                provider=settings.provider.name, idempotent=chosen.idempotent)
+        else:
+            record = db.send_record(store, send_id)
         lease.keep()
         try:
-            await _Pump(store, settings, lease, chosen, on_progress).run(should_stop)
+            await _Pump(store, settings, lease, record, chosen, on_progress).run(should_stop)
         finally:
             lease.stop()
             db.release(store, send_id, lease.owner)
@@ -74,14 +76,14 @@ async def run_send(store: Store, settings: Settings, send_id: int, *, provider: 
 class _Pump:
     """Claims batches and keeps up to ``concurrency`` of them in flight with the provider."""
 
-    def __init__(self, store: Store, settings: Settings, lease: Lease, provider: Provider,
+    def __init__(self, store: Store, settings: Settings, lease: Lease, record: db.SendRecord, provider: Provider,
                  on_progress: ProgressHook | None):
         self.store, self.settings, self.lease = store, settings, lease
         self.send_id = lease.send_id
         self.provider, self.on_progress = provider, on_progress
         self.bucket = TokenBucket(store, provider.name, settings.provider.rate_per_second)
         self.batch_size = min(settings.provider.batch_size, provider.max_batch)
-        self.record = db.send_record(store, self.send_id)
+        self.record = record
         name, subject, html, text = db.sent_parts(store, self.send_id)
         publication = settings.publication
         self.mail = Mail(label=str(self.send_id), subject=subject, html=html, text=text, sender=publication.from_,

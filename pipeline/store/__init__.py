@@ -11,10 +11,12 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Column, Connection, Engine, Insert, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
@@ -26,6 +28,13 @@ BUSY_TIMEOUT_MS = 30_000
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def insert_new(connection: Connection, table: Table, key: Column[Any]) -> Insert:
+    """``INSERT ... ON CONFLICT (key) DO NOTHING`` on SQLite and PostgreSQL alike: a row that is there
+    already stays as it is, in one statement, so two writers never race between a check and an insert."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
 
 
 def database_url(url: str, root: Path) -> str:
@@ -132,4 +141,4 @@ def _sqlite_pragmas(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-__all__ = ["SQLAlchemyError", "Store", "StoreError", "database_url", "utcnow"]
+__all__ = ["SQLAlchemyError", "Store", "StoreError", "database_url", "insert_new", "utcnow"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.store import Store
+from pipeline.store import Store, insert_new
 from pipeline.store.tables import rate_limits
 
 
@@ -15,9 +14,8 @@ def take_tokens(store: Store, provider: str, count: int, *, rate: float, capacit
     """Take ``count`` tokens from ``provider``'s bucket (refilled at ``rate`` per second up to ``capacity``,
     full when first used); the level left, negative when the taker must wait the debt out."""
     with store.begin() as connection:
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(rate_limits).values(provider=provider, tokens=capacity, updated_at=now)
-                           .on_conflict_do_nothing(index_elements=[rate_limits.c.provider]))
+        connection.execute(insert_new(connection, rate_limits, rate_limits.c.provider)
+                           .values(provider=provider, tokens=capacity, updated_at=now))
         row = connection.execute(select(rate_limits.c.tokens, rate_limits.c.updated_at)
                                  .where(rate_limits.c.provider == provider).with_for_update()).one()
         elapsed = max((now - row.updated_at).total_seconds(), 0.0)

@@ -34,11 +34,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
 from pipeline.errors import SendBusy, SendError
-from pipeline.store import Store, utcnow
+from pipeline.store import Store, insert_new, utcnow
 from pipeline.store.audience import active_with_tag
 from pipeline.store.states import (
     ACTIVE_SENDS,
@@ -310,13 +309,14 @@ def release(store: Store, send_id: int, owner: str) -> SendStatus | None:
     (move ``fail``) when its rows all failed and none was sent. The status after, or None if not owner's."""
     now = utcnow()
     with store.begin() as connection:
-        status = connection.scalar(select(sends.c.status).where(sends.c.id == send_id, sends.c.runner == owner))
-        if status is None:
+        row = connection.execute(select(sends.c.status, sends.c.queued_at)
+                                 .where(sends.c.id == send_id, sends.c.runner == owner)).first()
+        if row is None:
             return None
         values: dict[str, object] = {"runner": None, "lease_until": None}
-        after = SendStatus(status)
-        queued = connection.scalar(select(sends.c.queued_at).where(sends.c.id == send_id)) is not None
-        if status in SEND_MOVES["finish"].sources and queued and not _count(connection, send_id, UNSETTLED):
+        after = SendStatus(row.status)
+        queued = row.queued_at is not None
+        if after in SEND_MOVES["finish"].sources and queued and not _count(connection, send_id, UNSETTLED):
             counts = _counts(connection, send_id)
             unsent = counts.get(D.FAILED, 0) + counts.get(D.UNCERTAIN, 0)
             if unsent and not counts.get(D.SENT, 0):
@@ -410,18 +410,12 @@ def settle(store: Store, send_id: int, owner: str, batch_id: str, outcomes: Iter
             return False
         if rows:
             connection.execute(statement, rows)
-        for outcome in outcomes:
-            if outcome.suppress and outcome.email:
-                suppress(connection, outcome.email, "provider", outcome.error_text or "", now)
+        # The provider says these addresses must not be mailed again (Postmark's 406, say).
+        suppressed = [{"email_key": outcome.email.lower(), "reason": "provider", "source": outcome.error_text or "",
+                       "created_at": now} for outcome in outcomes if outcome.suppress and outcome.email]
+        if suppressed:
+            connection.execute(insert_new(connection, suppressions, suppressions.c.email_key), suppressed)
     return True
-
-
-def suppress(connection: Connection, email: str, reason: str, source: str, now: dt.datetime) -> None:
-    """Add an address to the suppressions, unless it is there already (one statement: no race between two)."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(suppressions).values(email_key=email.lower(), reason=reason, source=source,
-                                                           created_at=now)
-                       .on_conflict_do_nothing(index_elements=[suppressions.c.email_key]))
 
 
 # ---------------------------------------------------------------- moves

@@ -12,9 +12,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.store import Store
+from pipeline.store import Store, insert_new
 from pipeline.store.audience import tag_filter
 from pipeline.store.states import ACTIVE_SENDS, DELIVERY_MOVES, SubscriberStatus
 from pipeline.store.tables import deliveries, sends, subscribers, suppressions
@@ -78,10 +77,8 @@ def suppress(store: Store, keys: Iterable[str], *, reason: str, status: Subscrib
     them ``status``, and suppress their rows still queued in sends in progress. The keys that are subscribers."""
     keys = sorted(set(keys))
     with store.begin() as connection:
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        connection.execute(dialect.insert(suppressions).on_conflict_do_nothing(
-            index_elements=[suppressions.c.email_key]),
-            [{"email_key": key, "reason": reason, "source": source, "created_at": now} for key in keys])
+        connection.execute(insert_new(connection, suppressions, suppressions.c.email_key),
+                           [{"email_key": key, "reason": reason, "source": source, "created_at": now} for key in keys])
         found = set(connection.scalars(select(subscribers.c.email_key).where(subscribers.c.email_key.in_(keys))))
         connection.execute(subscribers.update().where(subscribers.c.email_key.in_(keys),
                                                       subscribers.c.status == SubscriberStatus.ACTIVE)
