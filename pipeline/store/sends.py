@@ -231,28 +231,31 @@ def _inserted(result: CursorResult[Any]) -> int:
 
 
 def _queue(connection: Connection, send_id: int, edition_name: str, audience: str | None, now: dt.datetime) -> None:
-    """One row per audience member, in SQL: the audience is never loaded into memory."""
+    """One row per audience member, in one INSERT ... SELECT: the audience is never loaded into memory. Each row
+    is born in its initial status (``DELIVERY_INITIAL``): suppressed, skipped (already received this edition in
+    an earlier send of it), or queued."""
     suppressed = exists().where(suppressions.c.email_key == subscribers.c.email_key)
-    status = case((suppressed, literal(D.SUPPRESSED.value)), else_=literal(D.QUEUED.value))
-    members = select(
-        literal(send_id), subscribers.c.id, subscribers.c.email, status, literal(0),
-        literal(now, UTCDateTime), literal(now, UTCDateTime),
-    ).where(active_with_tag(audience))
-    columns = ["send_id", "subscriber_id", "email", "status", "attempts", "queued_at", "updated_at"]
-    connection.execute(insert(deliveries).from_select(columns, members))
-    connection.execute(update(deliveries).where(deliveries.c.status == D.SUPPRESSED, deliveries.c.send_id == send_id)
-                       .values(error_class="suppressed", error_text="on the suppression list"))
-    # Whoever already received this edition in an earlier send of it is skipped, and told so.
     # An uncorrelated IN: evaluated once, where a correlated EXISTS scanned every delivery ever made per row.
     earlier = aliased(deliveries)
-    received = (select(earlier.c.subscriber_id).join(sends, sends.c.id == earlier.c.send_id)
-                .join(editions, editions.c.id == sends.c.edition_id)
-                .where(earlier.c.send_id != send_id, editions.c.name == edition_name,
-                       earlier.c.status.in_(sorted(RECEIVED))))
-    connection.execute(update(deliveries).where(deliveries.c.send_id == send_id, deliveries.c.status == D.QUEUED,
-                                                deliveries.c.subscriber_id.in_(received))
-                       .values(status=D.SKIPPED, error_class="duplicate",
-                               error_text="already received this edition in an earlier send"))
+    received = subscribers.c.id.in_(
+        select(earlier.c.subscriber_id).join(sends, sends.c.id == earlier.c.send_id)
+        .join(editions, editions.c.id == sends.c.edition_id)
+        .where(earlier.c.send_id != send_id, editions.c.name == edition_name, earlier.c.status.in_(sorted(RECEIVED))))
+
+    def by_status(suppressed_value: str | None, skipped_value: str | None, queued_value: str | None) -> Any:
+        return case((suppressed, literal(suppressed_value)), (received, literal(skipped_value)),
+                    else_=literal(queued_value))
+
+    members = select(
+        literal(send_id), subscribers.c.id, subscribers.c.email,
+        by_status(D.SUPPRESSED.value, D.SKIPPED.value, D.QUEUED.value),
+        by_status("suppressed", "duplicate", None),
+        by_status("on the suppression list", "already received this edition in an earlier send", None),
+        literal(0), literal(now, UTCDateTime), literal(now, UTCDateTime),
+    ).where(active_with_tag(audience))
+    columns = ["send_id", "subscriber_id", "email", "status", "error_class", "error_text", "attempts", "queued_at",
+               "updated_at"]
+    connection.execute(insert(deliveries).from_select(columns, members))
 
 
 # ---------------------------------------------------------------- the lease
