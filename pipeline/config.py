@@ -169,6 +169,54 @@ class Notify(_Section):
         return tuple(_check_address(address) for address in value)
 
 
+class Web(_Section):
+    """What ``newsletter serve`` offers readers: where it listens, the topics of the signup form, its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8025, ge=1, le=65535)
+    # The tags a reader may choose at signup and in their preferences, each with the label they see.
+    topics: dict[str, str] = Field(default_factory=dict)
+    confirm_hours: float = Field(default=48.0, gt=0)  # how long a signup's confirmation link works
+    signup_rate_ip: str = "10/hour"  # signups one address on the internet may make (``limits`` notation)
+    signup_rate_address: str = "5/day"  # signups for one email address
+    resend_minutes: float = Field(default=60.0, ge=0)  # a pending signup is mailed again at most this often
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # a larger request is refused (413)
+    # The addresses of reverse proxies whose X-Forwarded-For is believed (uvicorn's forwarded_allow_ips).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: dict[str, str]) -> dict[str, str]:
+        for tag, label in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", tag):
+                raise ValueError(f"topic {tag!r} is not a tag (lower-case letters, digits, - and _)")
+            one_line(label)
+        return value
+
+    @field_validator("signup_rate_ip", "signup_rate_address")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"is not a rate such as '10/hour' or '5 per day': {value!r}") from None
+        return value
+
+
+class Webhooks(_Section):
+    """Provider webhooks: the *names* of the environment variables holding each provider's keys."""
+
+    postmark_user_env: str = "POSTMARK_WEBHOOK_USER"  # HTTP Basic credentials set on the webhook's URL
+    postmark_password_env: str = "POSTMARK_WEBHOOK_PASSWORD"
+    sendgrid_public_key_env: str = "SENDGRID_WEBHOOK_PUBLIC_KEY"  # the Signed Event Webhook's ECDSA key
+    mailgun_signing_key_env: str = "MAILGUN_WEBHOOK_SIGNING_KEY"  # HMAC-SHA256 of timestamp + token
+    resend_secret_env: str = "RESEND_WEBHOOK_SECRET"  # Svix: whsec_...
+    tolerance_seconds: float = Field(default=300.0, gt=0)  # an older signed timestamp is a replay
+    soft_bounce_limit: int = Field(default=3, ge=1)  # soft bounces in a row that suppress an address
+
+
 class Database(_Section):
     url: str = "sqlite:///newsletter.db"
 
@@ -213,6 +261,8 @@ class Settings(_Section):
     send: Send = Send()
     schedule: Schedule = Schedule()
     notify: Notify = Notify()
+    web: Web = Web()
+    webhooks: Webhooks = Webhooks()
     source: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
     # The signing secret of unsubscribe links: from NEWSLETTER_SECRET or the file named by
     # NEWSLETTER_SECRET_FILE, never from the settings file, and never printed.

@@ -35,11 +35,10 @@ from pipeline.oneline import breaking_character
 from pipeline.store import Store, utcnow
 from pipeline.store import subscribers as db
 from pipeline.store.audience import TAG
-from pipeline.store.states import SubscriberStatus
-from pipeline.store.tables import SUBSCRIBER_STATUSES
+from pipeline.store.tables import LISTED_STATUSES, SUBSCRIBER_STATUSES
 
 COLUMNS = ("email", "name", "tags", "status")
-INACTIVE = tuple(status for status in SUBSCRIBER_STATUSES if status != "active")
+INACTIVE = tuple(status for status in LISTED_STATUSES if status != "active")
 SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual", "provider")
 MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
@@ -254,8 +253,8 @@ def _checked_tags(text: str) -> str:
 
 def _checked_status(text: str) -> str:
     status = text.lower() or "active"
-    if status not in SUBSCRIBER_STATUSES:
-        raise _Rejected(f"unknown status {text!r} (valid: {', '.join(SUBSCRIBER_STATUSES)})")
+    if status not in LISTED_STATUSES:
+        raise _Rejected(f"unknown status {text!r} (valid: {', '.join(LISTED_STATUSES)})")
     return status
 
 
@@ -469,5 +468,5 @@ def unsubscribe(store: Store, email: str, *, reason: str = "unsubscribed", sourc
     if reason not in SUPPRESSION_REASONS:
         raise SubscriberError(f"unknown reason {reason!r} (valid: {', '.join(SUPPRESSION_REASONS)})")
     key = email_key(email)
-    status = SubscriberStatus(reason if reason in INACTIVE else "unsubscribed")
-    return key in db.suppress(store, [key], reason=reason, status=status, source=source, now=utcnow())
+    move = {"bounced": "bounce", "complained": "complain"}.get(reason, "unsubscribe")
+    return key in db.suppress(store, [key], reason=reason, move=move, source=source, now=utcnow(), channel="staff")

@@ -54,6 +54,7 @@ class SubscriberStatus(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     COMPLAINED = "complained"
+    ERASED = "erased"  # their personal data deleted at their request; only a hash of the address is kept
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ class Move:
     target: str
 
 
-def _move(sources: set[SendStatus] | set[DeliveryStatus], target: SendStatus | DeliveryStatus) -> Move:
+def _move(sources: set[SendStatus] | set[DeliveryStatus] | set[SubscriberStatus],
+          target: SendStatus | DeliveryStatus | SubscriberStatus) -> Move:
     return Move(frozenset(sources), target)
 
 
@@ -97,6 +99,19 @@ DELIVERY_MOVES: dict[str, Move] = {
 }
 
 
+B = SubscriberStatus
+# A subscriber leaves by their own hand or the provider's word, and comes back only by confirming a signup
+# (double opt-in) or by an operator's import with ``--resubscribe``. Erasure is final for that row: a later
+# signup of the same address is a new subscriber.
+SUBSCRIBER_MOVES: dict[str, Move] = {
+    "unsubscribe": _move({B.ACTIVE}, B.UNSUBSCRIBED),
+    "bounce": _move({B.ACTIVE, B.UNSUBSCRIBED}, B.BOUNCED),  # a hard bounce, or too many soft ones
+    "complain": _move({B.ACTIVE, B.UNSUBSCRIBED, B.BOUNCED}, B.COMPLAINED),
+    "confirm": _move({B.ACTIVE, B.UNSUBSCRIBED, B.BOUNCED, B.COMPLAINED}, B.ACTIVE),  # a confirmed signup
+    "erase": _move({B.ACTIVE, B.UNSUBSCRIBED, B.BOUNCED, B.COMPLAINED}, B.ERASED),
+}
+
+
 def _table(moves: dict[str, Move], statuses: type[StrEnum]) -> dict[str, frozenset[str]]:
     return {status: frozenset(move.target for move in moves.values() if status in move.sources)
             for status in statuses}
@@ -104,6 +119,7 @@ def _table(moves: dict[str, Move], statuses: type[StrEnum]) -> dict[str, frozens
 
 SEND_TRANSITIONS = _table(SEND_MOVES, SendStatus)
 DELIVERY_TRANSITIONS = _table(DELIVERY_MOVES, DeliveryStatus)
+SUBSCRIBER_TRANSITIONS = _table(SUBSCRIBER_MOVES, SubscriberStatus)
 
 # Statuses a row is created in when a send queues its audience.
 DELIVERY_INITIAL = frozenset({D.QUEUED, D.SUPPRESSED, D.SKIPPED})

@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, exists, 
 
 from pipeline.store import Store, insert_new
 from pipeline.store.audience import tag_filter
-from pipeline.store.states import ACTIVE_SENDS, DELIVERY_MOVES, SubscriberStatus
-from pipeline.store.tables import deliveries, sends, subscribers, suppressions
+from pipeline.store.states import ACTIVE_SENDS, DELIVERY_MOVES, SUBSCRIBER_MOVES, SubscriberStatus
+from pipeline.store.tables import deliveries, events, sends, subscribers, suppressions
 
 YIELD_PER = 500  # rows fetched at a time when listing
 
@@ -71,24 +71,49 @@ def count_audience(store: Store, tag: str | None) -> int:
         return int(connection.scalar(select(func.count()).select_from(subscribers).where(where)) or 0)
 
 
-def suppress(store: Store, keys: Iterable[str], *, reason: str, status: SubscriberStatus, source: str,
-             now: dt.datetime) -> set[str]:
-    """Suppress these addresses (the first suppression of an address is kept), make active subscribers among
-    them ``status``, and suppress their rows still queued in sends in progress. The keys that are subscribers."""
-    keys = sorted(set(keys))
+def suppress(store: Store, keys: Iterable[str], *, reason: str, move: str, source: str, now: dt.datetime,
+             channel: str | None = None, provider: str = "staff") -> set[str]:
+    """``suppress_in`` in a transaction of its own."""
     with store.begin() as connection:
-        connection.execute(insert_new(connection, suppressions, suppressions.c.email_key),
-                           [{"email_key": key, "reason": reason, "source": source, "created_at": now} for key in keys])
-        found = set(connection.scalars(select(subscribers.c.email_key).where(subscribers.c.email_key.in_(keys))))
-        connection.execute(subscribers.update().where(subscribers.c.email_key.in_(keys),
-                                                      subscribers.c.status == SubscriberStatus.ACTIVE)
-                           .values(status=status, updated_at=now))
-        move = DELIVERY_MOVES["suppress"]
-        members = select(subscribers.c.id).where(subscribers.c.email_key.in_(keys))
-        in_progress = select(sends.c.id).where(sends.c.status.in_(sorted(ACTIVE_SENDS)))
-        connection.execute(deliveries.update().where(
-            deliveries.c.status.in_(sorted(move.sources)), deliveries.c.subscriber_id.in_(members),
-            deliveries.c.send_id.in_(in_progress))
-            .values(status=move.target, error_class="suppressed", updated_at=now,
-                    error_text=f"{reason} during the send ({source or 'no source given'})"))
-    return found
+        return suppress_in(connection, keys, reason=reason, move=move, source=source, now=now, channel=channel,
+                           provider=provider)
+
+
+def suppress_in(connection: Connection, keys: Iterable[str], *, reason: str, move: str, source: str,
+                now: dt.datetime, channel: str | None = None, provider: str = "staff", send_id: int | None = None,
+                detail: str | None = None) -> set[str]:
+    """Suppress these addresses (the first suppression of an address is kept), make their subscribers take
+    subscriber ``move`` (unsubscribe, bounce, complain) where it applies, and suppress their rows still queued
+    in sends in progress. An unsubscribe records its ``channel`` and time on the subscriber; every subscriber
+    whose status changed gets an event (``provider`` is who did it: web, staff or a mail provider). The keys
+    that are subscribers."""
+    keys = sorted(set(keys))
+    if not keys:
+        return set()
+    connection.execute(insert_new(connection, suppressions, suppressions.c.email_key),
+                       [{"email_key": key, "reason": reason, "source": source, "created_at": now} for key in keys])
+    found = {row.email_key: row for row in connection.execute(
+        select(subscribers.c.id, subscribers.c.email_key, subscribers.c.email, subscribers.c.status)
+        .where(subscribers.c.email_key.in_(keys)))}
+    step = SUBSCRIBER_MOVES[move]
+    changing = [row for row in found.values() if row.status in step.sources]
+    if changing:
+        values: dict[str, Any] = {"status": step.target, "updated_at": now}
+        if move == "unsubscribe":
+            values |= {"unsubscribed_at": now, "unsubscribe_channel": channel}
+        connection.execute(subscribers.update().where(subscribers.c.id.in_([row.id for row in changing]),
+                                                      subscribers.c.status.in_(sorted(step.sources)))
+                           .values(**values))
+        connection.execute(events.insert(), [
+            {"provider": provider, "kind": step.target, "email": row.email, "payload": {"source": source},
+             "received_at": now, "occurred_at": now, "subscriber_id": row.id, "send_id": send_id, "matched": True,
+             "channel": channel, "detail": detail} for row in changing])
+    queued = DELIVERY_MOVES["suppress"]
+    members = select(subscribers.c.id).where(subscribers.c.email_key.in_(keys))
+    in_progress = select(sends.c.id).where(sends.c.status.in_(sorted(ACTIVE_SENDS)))
+    connection.execute(deliveries.update().where(
+        deliveries.c.status.in_(sorted(queued.sources)), deliveries.c.subscriber_id.in_(members),
+        deliveries.c.send_id.in_(in_progress))
+        .values(status=queued.target, error_class="suppressed", updated_at=now,
+                error_text=f"{reason} during the send ({source or 'no source given'})"))
+    return set(found)

@@ -11,6 +11,7 @@ import datetime as dt
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -28,6 +29,8 @@ from sqlalchemy import (
 from pipeline.store.states import DeliveryStatus, SendStatus, SubscriberStatus
 
 SUBSCRIBER_STATUSES = tuple(SubscriberStatus)
+# The statuses a subscriber file may give (erasure is a reader's request, never a column of a file).
+LISTED_STATUSES = tuple(status for status in SubscriberStatus if status != SubscriberStatus.ERASED)
 SEND_STATUSES = tuple(SendStatus)
 DELIVERY_STATUSES = tuple(DeliveryStatus)
 
@@ -66,6 +69,25 @@ subscribers = Table(
     Column("attributes", JSON, nullable=False, default=dict),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("confirmed_at", UTCDateTime, nullable=True),  # when they last confirmed a signup (double opt-in)
+    Column("unsubscribed_at", UTCDateTime, nullable=True),
+    Column("unsubscribe_channel", String(20), nullable=True),  # one-click | page | preferences | webhook | staff
+    Column("soft_bounces", Integer, nullable=False, default=0),  # in a row; reset by a delivery
+)
+
+# A signup waiting for its confirmation (double opt-in): nobody becomes a subscriber, and nobody who left
+# comes back, until the link mailed to the address is followed.
+signups = Table(
+    "signups",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, index=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("tags", String(1000), nullable=False, default=";"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("mailed_at", UTCDateTime, nullable=True),  # the confirmation last sent
+    Column("confirmed_at", UTCDateTime, nullable=True),
 )
 
 editions = Table(
@@ -80,6 +102,8 @@ editions = Table(
     Column("email_html", Text, nullable=False),
     Column("email_txt", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("web_html", Text, nullable=True),  # the archive page ("view in browser"), as it was sent
+    Column("archived", Boolean, nullable=False, default=True),  # front matter ``archive: false`` keeps it out
     UniqueConstraint("name", "content_hash", name="uq_editions_name_hash"),
 )
 
@@ -122,6 +146,9 @@ deliveries = Table(
     Column("queued_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    # What the provider reported after accepting it: delivered | bounced | soft_bounced | complained | unsubscribed.
+    Column("event", String(20), nullable=True),
+    Column("event_at", UTCDateTime, nullable=True),
     UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
     Index("ix_deliveries_send_status", "send_id", "status"),
 )
@@ -137,6 +164,15 @@ events = Table(
     Column("payload", JSON, nullable=False, default=dict),
     Column("occurred_at", UTCDateTime, nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
+    # The provider's event id, or a hash of the event: a repeated webhook is recorded once.
+    Column("event_key", String(128), nullable=True),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=True),
+    Column("send_id", Integer, ForeignKey("sends.id"), nullable=True),
+    Column("matched", Boolean, nullable=False, default=False),  # found its delivery (or its subscriber)
+    Column("channel", String(20), nullable=True),  # for unsubscribes: one-click | page | preferences | webhook | staff
+    Column("detail", Text, nullable=True),  # a bounce's reason, a staff member's note
+    UniqueConstraint("provider", "event_key", name="uq_events_provider_key"),
+    Index("ix_events_subscriber", "subscriber_id"),
 )
 
 suppressions = Table(
