@@ -6,6 +6,9 @@ The emails link to these and the web routes serve them, so the two cannot drift:
     /p/<token>          a subscriber's preferences
     /confirm/<token>    confirm a signup (double opt-in)
     /archive/<edition>/ the edition in a browser; /archive/ lists them; /archive/feed.xml
+    /subscribe          the signup form
+    /webhooks/<name>    a mail provider's events
+    /static/<file>      the web pages' style sheet
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ UNSUBSCRIBE = "/u/"
 PREFERENCES = "/p/"
 CONFIRM = "/confirm/"
 ARCHIVE = "/archive/"
+SUBSCRIBE = "/subscribe"
+FEED = "/archive/feed.xml"
+WEBHOOKS = "/webhooks/"
+STATIC = "/static/"
 
 
 def _base(settings: Settings) -> str:
@@ -47,3 +54,28 @@ def archive(settings: Settings) -> str:
 def edition(settings: Settings, name: str) -> str:
     """The edition's page in the archive: the "view in browser" address."""
     return f"{_base(settings)}{ARCHIVE}{quote(name)}/"
+
+
+def subscribe(settings: Settings) -> str:
+    return f"{_base(settings)}{SUBSCRIBE}"
+
+
+def feed(settings: Settings) -> str:
+    """The archive's Atom feed."""
+    return f"{_base(settings)}{FEED}"
+
+
+def webhook(settings: Settings, provider: str) -> str:
+    """Where ``provider`` is told to post its events."""
+    return f"{_base(settings)}{WEBHOOKS}{provider}"
+
+
+def static(settings: Settings, name: str) -> str:
+    return f"{_base(settings)}{STATIC}{name}"
+
+
+def path_of(url: str) -> str:
+    """The path of one of these addresses, as the web app routes it (``base_url`` may have a path)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path

@@ -5,6 +5,7 @@
     schedule.py     schedule, run
     subscribers.py  subscribers import|list|export|unsubscribe
     emulator.py     emulator
+    web.py          serve
 
 Every command parses its arguments, calls the library and prints the result.
 ``asyncio.run`` is called here, at the edge (and in the scheduler's threads), nowhere else. A
@@ -20,11 +21,11 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import build, emulator, schedule, send, subscribers
+from pipeline.cli import build, emulator, schedule, send, subscribers, web
 from pipeline.config import Settings, load_settings
 from pipeline.errors import NewsletterError
 
-GROUPS = (build, send, subscribers, schedule, emulator)
+GROUPS = (build, send, subscribers, schedule, web, emulator)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,38 @@
+"""Headers, limits and error pages on every answer of the web side."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.web.guard import redacted
+
+
+def test_every_answer_carries_the_security_headers(client) -> None:
+    for path in ("/", "/nope", "/static/site.css"):
+        response = client.get(path)
+        assert "script-src" not in response.headers["content-security-policy"]
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_errors_are_plain_pages(client) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert "There is nothing at this address." in response.text
+    assert "Traceback" not in response.text
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(client, settings) -> None:
+    too_big = b"x" * (settings.web.max_body_bytes + 1)
+    assert client.post("/", content=too_big).status_code == 413
+
+
+def test_tokens_are_cut_short_in_the_log(client, caplog) -> None:
+    token = "A" * 43
+    with caplog.at_level(logging.INFO, logger="newsletter.web"):
+        client.get(f"/u/{token}")
+    assert token not in caplog.text
+    assert "/u/AAAAAA…" in caplog.text
+    assert redacted(f"/p/{token}/data") == "/p/AAAAAA…/data"
