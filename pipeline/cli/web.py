@@ -24,7 +24,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from pipeline.web import create_app
+    from pipeline.web.app import create_app
 
     host = args.host or settings.web.host
     port = settings.web.port if args.port is None else args.port

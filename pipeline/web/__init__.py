@@ -7,13 +7,7 @@
     /archive/              the sent editions; /archive/<edition>/ one of them; /archive/feed.xml (Atom)
     /webhooks/<provider>   delivery, bounce, complaint and unsubscribe events from the mail provider
 
-``site.py`` holds what every route shares (settings, store, pages), ``guard.py`` the
+``app.create_app`` builds the app; ``site.py`` holds what every route shares (settings, store, pages), ``guard.py`` the
 security headers, request limits and error pages; a module per group of routes.
 Every address the pages link to is built by ``pipeline.urls``, as the emails' are.
 """
-
-from __future__ import annotations
-
-from pipeline.web.app import create_app
-
-__all__ = ["create_app"]

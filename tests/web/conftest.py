@@ -7,7 +7,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from pipeline.web import create_app
+from pipeline.web.app import create_app
 
 
 @pytest.fixture
