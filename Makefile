@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 AXE := tools/node_modules/axe-core/axe.min.js
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup system demo test bench check lint clean
+.PHONY: setup system demo serve test bench check lint clean
 
 setup: $(STAMP) system $(AXE)
 
@@ -53,9 +53,16 @@ demo: setup $(DEMO_SECRET)
 	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(VENV)/bin/newsletter run --until-idle
 	@echo
 	$(VENV)/bin/newsletter logs
+	@# The web side for a moment: one reader leaves through their message's List-Unsubscribe (one-click).
+	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(PY) tools/demo_unsubscribe.py outbox
 	@echo
 	@echo "The email: build/$(SAMPLE)/email.html (desktop.png and mobile.png beside it)."
 	@echo "What each subscriber received: the .eml files under outbox/ (newsletter logs SEND_ID lists them)."
+	@echo "The web side (unsubscribe, signup, preferences, archive): make serve, then http://127.0.0.1:8025/"
+
+# The web side for a person to click around (Ctrl-C stops it).
+serve: setup $(DEMO_SECRET)
+	NEWSLETTER_SECRET_FILE=$(DEMO_SECRET) $(VENV)/bin/newsletter serve
 
 $(DEMO_SECRET):
 	mkdir -p $(dir $@)
@@ -71,8 +78,8 @@ bench: setup
 
 # Style and types: ruff, then mypy over the package (which ships py.typed), the tests and benchmarks.
 check: $(STAMP)
-	$(VENV)/bin/ruff check pipeline tests benchmarks
-	$(VENV)/bin/mypy pipeline tests benchmarks
+	$(VENV)/bin/ruff check pipeline tests benchmarks tools/*.py
+	$(VENV)/bin/mypy pipeline tests benchmarks tools/*.py
 
 lint: check
 

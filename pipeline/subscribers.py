@@ -44,6 +44,8 @@ MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
 CHUNK = 1000  # lines looked up and written per statement during an import
 OUTCOMES = ("added", "updated", "unchanged", "kept_unsubscribed")
+ERASED = "erased"  # the reason of the hashed suppression an erased reader leaves
+ERASED_REASON = "erased at their request: only a signup they confirm brings them back"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,6 +359,9 @@ def _upsert(connection: Connection, chunk: list[_Entry], tally: _Tally, *, resub
     inserts, updates, lifted = [], [], []
     for entry in chunk:
         row = stored.get(entry.key)
+        if suppressed.get(entry.key) == ERASED:  # their request outranks any list, --resubscribe included
+            tally.rejected.append(Rejection(line=entry.line, reason=ERASED_REASON, text=entry.email))
+            continue
         plan = _plan(entry, row, suppressed.get(entry.key), resubscribe=resubscribe)
         tally.counts[plan.outcome] += 1
         if plan.lift:

@@ -8,6 +8,7 @@ move ``suppress``); a row already handed to the provider is left to settle.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,7 +19,13 @@ from pipeline.store.audience import tag_filter
 from pipeline.store.states import ACTIVE_SENDS, DELIVERY_MOVES, SUBSCRIBER_MOVES, SubscriberStatus
 from pipeline.store.tables import deliveries, events, sends, subscribers, suppressions
 
-YIELD_PER = 500  # rows fetched at a time when listing
+YIELD_PER = 500
+ERASED_PREFIX = "sha256:"
+
+
+def erased_key(email_key: str) -> str:
+    """The suppression an erased address leaves: a SHA-256 of the address, not the address."""
+    return ERASED_PREFIX + hashlib.sha256(email_key.encode("utf-8")).hexdigest()  # rows fetched at a time when listing
 
 
 def listing_filter(tag: str | None, status: str | None) -> ColumnElement[bool]:
@@ -35,6 +42,11 @@ def known(connection: Connection, keys: list[str]) -> tuple[dict[str, Row[Any]],
         select(subscribers).where(subscribers.c.email_key.in_(keys)))}
     suppressed = dict(connection.execute(select(suppressions.c.email_key, suppressions.c.reason)
                                          .where(suppressions.c.email_key.in_(keys))).all())
+    # An erased reader left only a hash of their address (``readers.erased_key``).
+    hashed = {erased_key(key): key for key in keys}
+    for hashed_key, reason in connection.execute(select(suppressions.c.email_key, suppressions.c.reason)
+                                                 .where(suppressions.c.email_key.in_(list(hashed)))):
+        suppressed[hashed[hashed_key]] = reason
     return stored, suppressed
 
 

@@ -41,13 +41,13 @@ class Pages:
                                    static_url=urls.path_of(urls.static(self.settings, "")))
         object.__setattr__(self, "environment", environment)
 
-    def text(self, name: str, **context: Any) -> str:
-        return self.environment.get_template(name).render(**context)
+    def text(self, template: str, /, **context: Any) -> str:
+        return self.environment.get_template(template).render(**context)
 
-    def page(self, request: Request, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-        """The page ``name`` (a template under templates/web/), with the request's CSRF token if it has one."""
+    def page(self, request: Request, template: str, /, *, status: int = 200, **context: Any) -> HTMLResponse:
+        """The page ``template`` (under templates/web/), with the request's CSRF token if it has one."""
         csrf = getattr(request.state, "csrf_token", None)
-        return HTMLResponse(self.text(name, request=request, csrf_token=csrf, **context), status_code=status)
+        return HTMLResponse(self.text(template, request=request, csrf_token=csrf, **context), status_code=status)
 
 
 @dataclass(frozen=True)

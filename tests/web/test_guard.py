@@ -36,3 +36,12 @@ def test_tokens_are_cut_short_in_the_log(client, caplog) -> None:
     assert token not in caplog.text
     assert "/u/AAAAAA…" in caplog.text
     assert redacted(f"/p/{token}/data") == "/p/AAAAAA…/data"
+
+
+def test_a_body_over_the_limit_without_a_length_is_refused(client, settings) -> None:
+    def chunks():
+        for _ in range(settings.web.max_body_bytes // 65536 + 2):
+            yield b"x" * 65536
+
+    answer = client.post("/subscribe", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 413
