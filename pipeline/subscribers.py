@@ -86,16 +86,21 @@ class Subscriber:
     attributes: dict[str, str]
     created_at: dt.datetime
     updated_at: dt.datetime
+    unsubscribed_at: dt.datetime | None = None
+    unsubscribe_channel: str | None = None  # one-click | page | preferences | webhook | staff
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Subscriber:
         return cls(id=row.id, email=row.email, name=row.name, tags=tags_of(row.tags), status=row.status,
-                   attributes=dict(row.attributes or {}), created_at=row.created_at, updated_at=row.updated_at)
+                   attributes=dict(row.attributes or {}), created_at=row.created_at, updated_at=row.updated_at,
+                   unsubscribed_at=row.unsubscribed_at, unsubscribe_channel=row.unsubscribe_channel)
 
     def to_dict(self) -> dict[str, Any]:
+        left = self.unsubscribed_at.isoformat() if self.unsubscribed_at else None
         return {"id": self.id, "email": self.email, "name": self.name, "tags": list(self.tags),
                 "status": self.status, "attributes": self.attributes,
-                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat()}
+                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
+                "unsubscribed_at": left, "unsubscribe_channel": self.unsubscribe_channel}
 
 
 # Addresses and tags -------------------------------------------------------------------------------------------

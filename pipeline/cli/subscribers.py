@@ -65,10 +65,11 @@ def import_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_table(listing: Iterator[Subscriber]) -> None:
     count = 0
-    print(f"{'EMAIL':<40}  {'STATUS':<12}  {'TAGS':<24}  NAME")
+    print(f"{'EMAIL':<40}  {'STATUS':<24}  {'TAGS':<24}  NAME")
     for subscriber in listing:
         tags = ",".join(subscriber.tags) or "-"
-        print(f"{subscriber.email:<40}  {subscriber.status:<12}  {tags:<24}  {subscriber.name}")
+        status = subscriber.status + (f" ({subscriber.unsubscribe_channel})" if subscriber.unsubscribe_channel else "")
+        print(f"{subscriber.email:<40}  {status:<24}  {tags:<24}  {subscriber.name}")
         count += 1
     print(f"{count} subscriber(s)")
 
