@@ -8,7 +8,7 @@
 * A request body larger than ``[web] max_body_bytes`` is refused with 413 before it is
   read in full, whether or not it says its length.
 * A form is accepted only with the CSRF token of its page: a random value in a cookie
-  (HttpOnly, SameSite=Strict, Secure when the site is https) and its HMAC in a hidden
+  (HttpOnly, SameSite=Strict, Secure when the page came over https) and its HMAC in a hidden
   field (signed double-submit). RFC 8058's one-click unsubscribe is the one exception,
   decided by its route: a mail provider posts it with no cookie.
 * An error is a plain page with its status and one sentence; a traceback never reaches
@@ -150,8 +150,10 @@ def with_csrf(site: Site, request: Request, response: Response) -> Response:
     """Set the CSRF cookie a page's token was made for, when the request had none."""
     value = getattr(request.state, "new_csrf_cookie", None)
     if value:
+        # Secure whenever the page came over https (behind a TLS proxy, as uvicorn reads its forwarded
+        # headers); a plain-http page at a local address could not keep a Secure cookie.
         response.set_cookie(CSRF_COOKIE, value, httponly=True, samesite="strict",
-                            secure=site.settings.publication.base_url.startswith("https://"), path="/")
+                            secure=request.url.scheme == "https", path="/")
     return response
 
 

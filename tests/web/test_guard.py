@@ -45,3 +45,13 @@ def test_a_body_over_the_limit_without_a_length_is_refused(client, settings) -> 
 
     answer = client.post("/subscribe", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
     assert answer.status_code == 413
+
+
+def test_the_csrf_cookie_is_secure_over_https_only(app) -> None:
+    from starlette.testclient import TestClient
+
+    for base, secure in (("https://report.example.org", True), ("http://127.0.0.1:8025", False)):
+        with TestClient(app, base_url=base) as client:
+            cookie = client.get("/subscribe").headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert ("Secure" in cookie) is secure
