@@ -72,6 +72,17 @@ def _check_address(value: str) -> str:
     return value.strip()
 
 
+def _check_rate(value: str) -> str:
+    """A rate in ``limits`` notation: "10/hour", "5 per 15 minutes"."""
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"is not a rate such as '10/hour' or '5 per day': {value!r}") from None
+    return value
+
+
 class Publication(_Section):
     """Who publishes, and the standing text of every edition."""
 
@@ -193,16 +204,7 @@ class Web(_Section):
             one_line(label)
         return value
 
-    @field_validator("signup_rate_ip", "signup_rate_address")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        from limits import parse_many
-
-        try:
-            parse_many(value)
-        except ValueError:
-            raise ValueError(f"is not a rate such as '10/hour' or '5 per day': {value!r}") from None
-        return value
+    _rates = field_validator("signup_rate_ip", "signup_rate_address")(_check_rate)
 
 
 class Webhooks(_Section):
@@ -215,6 +217,17 @@ class Webhooks(_Section):
     resend_secret_env: str = "RESEND_WEBHOOK_SECRET"  # Svix: whsec_...
     tolerance_seconds: float = Field(default=300.0, gt=0)  # an older signed timestamp is a replay
     soft_bounce_limit: int = Field(default=3, ge=1)  # soft bounces in a row that suppress an address
+
+
+class Staff(_Section):
+    """The staff console: how long a sign-in lasts, and how many wrong passwords it takes."""
+
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 30)  # a session ends this long after sign-in
+    idle_minutes: float = Field(default=60.0, gt=0)  # ... or after this long without a request
+    login_rate_account: str = "5/15 minutes"  # failed sign-ins one account may take (``limits`` notation)
+    login_rate_ip: str = "20/hour"  # failed sign-ins from one address on the internet
+
+    _rates = field_validator("login_rate_account", "login_rate_ip")(_check_rate)
 
 
 class Database(_Section):
@@ -263,6 +276,7 @@ class Settings(_Section):
     notify: Notify = Notify()
     web: Web = Web()
     webhooks: Webhooks = Webhooks()
+    staff: Staff = Staff()
     source: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
     # The signing secret of unsubscribe links: from NEWSLETTER_SECRET or the file named by
     # NEWSLETTER_SECRET_FILE, never from the settings file, and never printed.

@@ -9,6 +9,7 @@ The emails link to these and the web routes serve them, so the two cannot drift:
     /subscribe          the signup form
     /webhooks/<name>    a mail provider's events
     /static/<file>      the web pages' style sheet
+    /staff/             the staff console (signed in)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SUBSCRIBE = "/subscribe"
 FEED = "/archive/feed.xml"
 WEBHOOKS = "/webhooks/"
 STATIC = "/static/"
+CONSOLE = "/staff"
 
 
 def _base(settings: Settings) -> str:
@@ -72,6 +74,11 @@ def webhook(settings: Settings, provider: str) -> str:
 
 def static(settings: Settings, name: str) -> str:
     return f"{_base(settings)}{STATIC}{name}"
+
+
+def console(settings: Settings, tail: str = "") -> str:
+    """A page of the staff console: ``tail`` such as "/sends/12"."""
+    return f"{_base(settings)}{CONSOLE}{tail}"
 
 
 def path_of(url: str) -> str:

@@ -6,6 +6,7 @@
     subscribers.py  subscribers import|list|export|unsubscribe
     emulator.py     emulator
     web.py          serve
+    users.py        users add|list|passwd|token|remove
 
 Every command parses its arguments, calls the library and prints the result.
 ``asyncio.run`` is called here, at the edge (and in the scheduler's threads), nowhere else. A
@@ -21,11 +22,11 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import build, emulator, schedule, send, subscribers, web
+from pipeline.cli import build, emulator, schedule, send, subscribers, users, web
 from pipeline.config import Settings, load_settings
 from pipeline.errors import NewsletterError
 
-GROUPS = (build, send, subscribers, schedule, web, emulator)
+GROUPS = (build, send, subscribers, schedule, web, users, emulator)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -191,3 +191,43 @@ rate_limits = Table(
     Column("tokens", Float, nullable=False),  # may be negative: a debt that the next sender waits out
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+# Staff who read the console (viewer), act on sends and schedules (editor), and manage staff (admin).
+staff_users = Table(
+    "staff_users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(10), nullable=False),
+    Column("password_hash", String(200), nullable=False),  # argon2id, PHC string
+    Column("api_token_hash", String(64), nullable=True, unique=True),  # SHA-256 of a token for scripts
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A signed-in browser: the cookie holds a random secret, the store its SHA-256 (a stolen database opens no
+# session), and the CSRF token every form of that session carries.
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("staff_users.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_staff_sessions_user", "user_id"),
+)
+
+# Who did what, when: every staff action, shown in the console.
+staff_audit = Table(
+    "staff_audit",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("user_name", String(64), nullable=False),  # kept when the account is removed
+    Column("action", String(40), nullable=False),
+    Column("target", String(200), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_staff_audit_at", "at"),
+)

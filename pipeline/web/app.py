@@ -17,8 +17,9 @@ from pipeline.store import Store
 from pipeline.web import archive, reader, webhooks
 from pipeline.web.guard import Guard, error_handlers
 from pipeline.web.site import WEB_TEMPLATES, Pages, Site
+from pipeline.web.staff import console
 
-ROUTE_GROUPS = (reader, archive, webhooks)
+ROUTE_GROUPS = (reader, archive, webhooks, console)
 
 
 def create_app(settings: Settings, store: Store | None = None, *, provider: Provider | None = None) -> Starlette:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,17 @@ class Pages:
                                    archive_url=urls.path_of(urls.archive(self.settings)),
                                    subscribe_url=urls.path_of(urls.subscribe(self.settings)),
                                    feed_url=urls.path_of(urls.feed(self.settings)),
-                                   static_url=urls.path_of(urls.static(self.settings, "")))
+                                   static_url=urls.path_of(urls.static(self.settings, "")),
+                                   console_url=urls.path_of(urls.console(self.settings)))
+        environment.filters["when"] = self._when
         object.__setattr__(self, "environment", environment)
+
+    def _when(self, moment: dt.datetime | None) -> str:
+        """A time as staff read it: in the publication's zone, with its zone, and in UTC."""
+        if moment is None:
+            return "–"
+        local = moment.astimezone(self.settings.publication.zone)
+        return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({moment.astimezone(dt.UTC):%H:%M} UTC)"
 
     def text(self, template: str, /, **context: Any) -> str:
         return self.environment.get_template(template).render(**context)
