@@ -23,7 +23,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add = actions.add_parser("add", help="add an account (the password is prompted for)",
                              description="Add a staff account with a role; the password (12 characters or more) "
                                          "is prompted for twice, or read from standard input.")
-    add.add_argument("name", metavar="NAME")
+    add.add_argument("name", metavar="NAME", help="1 to 64 lower-case letters, digits, ., _ or -")
     add.add_argument("--role", choices=("viewer", "editor", "admin"), required=True)
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(run=add_command)
@@ -32,18 +32,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     show.set_defaults(run=list_command)
     passwd = actions.add_parser("passwd", help="set a new password (every session of the account ends)",
                                 description="Set a new password for an account; every session it has ends.")
-    passwd.add_argument("name", metavar="NAME")
+    passwd.add_argument("name", metavar="NAME", help="the account")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(run=passwd_command)
     token = actions.add_parser("token", help="make a new API token for scripts (shown once; the old one stops)",
                                description="Print a new API token for the account's scripts (the JSON twins of "
                                            "the console's pages); it is shown once, and the old one stops working.")
-    token.add_argument("name", metavar="NAME")
+    token.add_argument("name", metavar="NAME", help="the account")
     token.set_defaults(run=token_command)
     remove = actions.add_parser("remove", help="remove an account",
                                 description="Remove a staff account and end its sessions; the audit log keeps "
                                             "its name.")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", help="the account")
     remove.set_defaults(run=remove_command)
 
 
