@@ -24,7 +24,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              description="Add a staff account with a role; the password (12 characters or more) "
                                          "is prompted for twice, or read from standard input.")
     add.add_argument("name", metavar="NAME", help="1 to 64 lower-case letters, digits, ., _ or -")
-    add.add_argument("--role", choices=("viewer", "editor", "admin"), required=True)
+    add.add_argument("--role", choices=("viewer", "editor", "admin"), required=True,
+                     help="viewer reads; editor also acts on sends and schedules; admin also manages staff")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(run=add_command)
     show = actions.add_parser("list", help="the accounts and their roles",
