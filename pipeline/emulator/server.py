@@ -159,6 +159,6 @@ def serve(host: str, port: int, *, keys: dict[str, str] | None = None, seed: int
     if on_ready is not None:
         on_ready(url)
     try:
-        asyncio.run(_serve(server, sock, emulator))
+        server.run(sockets=[sock])  # asyncio.run: the webhook poster's workers are cancelled when it ends
     finally:
         sock.close()

@@ -53,6 +53,7 @@ class Keys:
     mailgun: str | None = None
     resend: Webhook | None = None
     missing: Mapping[str, str] | None = None
+    mailgun_tokens: signatures.MailgunTokens | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> Keys:
@@ -77,7 +78,8 @@ class Keys:
             except ValueError as exc:
                 missing[name] = f"{exc} (in {variable})"
                 log.warning("webhooks from %s are refused: %s", name, missing[name])
-        return cls(tolerance=settings.webhooks.tolerance_seconds, missing=missing, **found)
+        tolerance = settings.webhooks.tolerance_seconds
+        return cls(tolerance=tolerance, missing=missing, mailgun_tokens=signatures.MailgunTokens(tolerance), **found)
 
     def need(self, provider: str) -> Any:
         key = getattr(self, provider)
@@ -110,7 +112,7 @@ def _sendgrid(keys: Keys, body: bytes, headers: Mapping[str, str]) -> list[Provi
 def _mailgun(keys: Keys, body: bytes, headers: Mapping[str, str]) -> list[ProviderEvent]:
     signing_key = keys.need("mailgun")
     payload = _json(body)
-    signatures.check_mailgun(payload, signing_key=signing_key, tolerance=keys.tolerance)
+    signatures.check_mailgun(payload, signing_key=signing_key, tolerance=keys.tolerance, tokens=keys.mailgun_tokens)
     return events.mailgun(payload)
 
 

@@ -5,7 +5,8 @@
   in ``X-Twilio-Email-Event-Webhook-Signature``, the timestamp in ``...-Timestamp``; the public key is the
   base64 DER (SubjectPublicKeyInfo) string SendGrid shows. Checked with ``cryptography``.
 * Mailgun: HMAC-SHA256, keyed with the webhook signing key, of ``timestamp + token``, both in the JSON body's
-  ``signature`` object beside the hex ``signature``.
+  ``signature`` object beside the hex ``signature``. The event itself is not signed, so a token already used
+  for another event is refused (``MailgunTokens``), as Mailgun advises.
 * Resend signs with Svix: ``svix-id``, ``svix-timestamp``, ``svix-signature`` (``v1,<base64>`` HMAC-SHA256 of
   ``id.timestamp.body`` keyed with the ``whsec_`` secret). Checked with ``standardwebhooks``, the library the
   ``svix`` package itself delegates to; it reads ``webhook-*`` headers, so the ``svix-*`` ones are handed to it
@@ -24,6 +25,7 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -113,7 +115,31 @@ def sign_sendgrid(private_key: ec.EllipticCurvePrivateKey, body: bytes, timestam
 
 # -- Mailgun -----------------------------------------------------------------------------------------------------
 
-def check_mailgun(body: Any, *, signing_key: str, tolerance: float, now: float | None = None) -> None:
+class MailgunTokens:
+    """The tokens of the Mailgun requests taken within the tolerance, and the event each one carried.
+
+    Mailgun signs its timestamp and token, not the event: a captured request's signature could be sent again
+    with another event beside it. Mailgun's advice is to refuse a token seen before; the same token with the
+    same event is a retry, taken (and idempotent). Kept in memory: one server process sees its own requests.
+    """
+
+    def __init__(self, tolerance: float):
+        self.tolerance = tolerance
+        self.seen: dict[str, tuple[float, str]] = {}  # token -> (when it was signed, the digest of its event)
+
+    def check(self, token: str, timestamp: float, event: Any) -> None:
+        digest = hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        horizon = time.time() - 2 * self.tolerance
+        if len(self.seen) > 10_000:
+            self.seen = {key: value for key, value in self.seen.items() if value[0] >= horizon}
+        known = self.seen.get(token)
+        if known is not None and known[1] != digest:
+            raise WebhookUnsigned("this Mailgun token was already used for another event")
+        self.seen[token] = (timestamp, digest)
+
+
+def check_mailgun(body: Any, *, signing_key: str, tolerance: float, now: float | None = None,
+                  tokens: MailgunTokens | None = None) -> None:
     signed = body.get("signature") if isinstance(body, dict) else None
     if not isinstance(signed, dict):
         raise WebhookUnsigned("the Mailgun webhook has no signature object")
@@ -124,6 +150,8 @@ def check_mailgun(body: Any, *, signing_key: str, tolerance: float, now: float |
     expected = mailgun_signature(signing_key, str(timestamp), str(token))
     if not hmac.compare_digest(expected.encode(), str(signature).encode()):
         raise WebhookUnsigned("the Mailgun signature does not match")
+    if tokens is not None:
+        tokens.check(str(token), float(timestamp or 0), body.get("event-data"))
 
 
 def mailgun_signature(signing_key: str, timestamp: str, token: str) -> str:

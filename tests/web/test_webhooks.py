@@ -404,3 +404,34 @@ def test_a_later_event_is_the_last_word_whatever_order_it_arrives_in(hooks: Test
                                  .where(deliveries.c.id == ada.id)).one()
     assert row.event == "complained"
     assert row.event_at == dt.datetime.fromtimestamp(complaint["timestamp"], dt.UTC)
+
+
+def test_a_mailgun_signature_reused_for_another_event_is_refused(hooks: TestClient, keys: Keys, sent: Sent,
+                                                                 store: Store) -> None:
+    stamp, token = str(int(time.time())), secrets.token_hex(25)
+    signed = {"timestamp": stamp, "token": token,
+              "signature": hmac.new(keys.mailgun.encode(), f"{stamp}{token}".encode(), hashlib.sha256).hexdigest()}
+    delivered = {"signature": signed, **event("mailgun", "delivered", "ada@example.net")}
+    assert hooks.post("/webhooks/mailgun", json=delivered).status_code == 200
+    assert hooks.post("/webhooks/mailgun", json=delivered).text == "ok: 1 events, 0 new"  # a retry
+    before = state(store)
+    forged = {"signature": signed, **event("mailgun", "bounced", "bob@example.net")}
+    assert hooks.post("/webhooks/mailgun", json=forged).status_code == 401
+    assert state(store) == before
+
+
+def test_the_keys_come_from_the_variables_the_settings_name_and_are_never_shown(
+        project: Path, settings: Settings, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.config import describe_settings, load_settings
+
+    (project / "newsletter.toml").write_text((project / "newsletter.toml").read_text()
+                                             + '\n[webhooks]\nmailgun_signing_key_env = "MY_MAILGUN_KEY"\n')
+    monkeypatch.setenv("MY_MAILGUN_KEY", keys.mailgun)
+    monkeypatch.setenv("RESEND_WEBHOOK_SECRET", keys.resend)
+    loaded = load_settings(project / "newsletter.toml")
+    hooks = loaded.webhook_secrets
+    assert hooks.mailgun_signing_key is not None and hooks.mailgun_signing_key.get_secret_value() == keys.mailgun
+    assert hooks.sendgrid_public_key is None
+    shown = describe_settings(loaded) + repr(loaded)
+    assert keys.mailgun not in shown and keys.resend not in shown
+    assert "mailgun_signing_key set" in shown and "sendgrid_public_key not set" in shown
