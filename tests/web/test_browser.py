@@ -4,7 +4,8 @@ A reader leaves through the link of a mail that a real send wrote to the outbox;
 follows the confirmation mail's link and confirms; a subscriber changes their name. The live project's
 base_url is the local server, so the links in its mails are followed as they are. Each step is kept as
 full-page screenshots at 375 and 1024 px, light and dark, under test-artifacts/web/ (git-ignored), and
-no step scrolls sideways at either width.
+no step scrolls sideways at either width. axe-core checks every page a reader can reach, in each state
+(an error shown, a link expired, before and after each button), at both widths, light and dark.
 
 The pages have no script and their CSP allows none: these contexts keep that CSP (only the
 accessibility tests bypass it, to inject axe-core), and one test shows it really stops inline script.
@@ -12,22 +13,27 @@ accessibility tests bypass it, to inject axe-core), and one test shows it really
 
 from __future__ import annotations
 
+import datetime as dt
 import email.message
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 from sqlalchemy import select
 
+from pipeline import messages, readers
 from pipeline.preview import browser_session
-from pipeline.store import Store
+from pipeline.store import Store, utcnow
+from pipeline.store import readers as db
 from pipeline.store.tables import signups, subscribers
 from pipeline.subscribers import import_subscribers
 from tests.conftest import ROOT, SAMPLE, chromium_available, parsed, part
+from tests.test_accessibility import AXE, OUTLINE_RULES, PAGE_RULES, RUN_AXE, WCAG_TAGS, describe
 from tests.web.conftest import LiveServer
 
 ARTIFACTS = ROOT / "test-artifacts" / "web"
@@ -202,6 +208,36 @@ def test_a_subscriber_changes_their_name_in_the_preferences(page: Page, live_ser
     assert (row.status, row.name) == ("active", "Edsger W. Dijkstra")
 
 
+# Keyboard -----------------------------------------------------------------------------------------------------
+
+FOCUSED = """() => {
+  const element = document.activeElement, style = getComputedStyle(element);
+  return {what: element.outerHTML.slice(0, 80), name: element.getAttribute('name'),
+          outline: style.outlineStyle, width: parseFloat(style.outlineWidth)};
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_control_shows_where_the_keyboard_is(page: Page, live_server: LiveServer, live_store: Store,
+                                                   scheme: Literal["light", "dark"]) -> None:
+    """Tab goes through the links, fields and buttons of a form, each showing a focus ring; never to the
+    honeypot a person cannot see."""
+    page.emulate_media(color_scheme=scheme)
+    for path in ("/subscribe", _preferences_link(live_server, live_store)):
+        page.goto(path)
+        seen = []
+        for _ in range(20):
+            page.keyboard.press("Tab")
+            focused = page.evaluate(FOCUSED)
+            if focused["what"].startswith("<body"):
+                break
+            seen.append(focused)
+            assert focused["outline"] != "none" and focused["width"] >= 2, f"no focus ring on {focused['what']}"
+        names = [focused["name"] for focused in seen]
+        assert "website" not in names, "the honeypot takes the focus"
+        assert {"name", "topics"} <= set(names), names
+
+
 # The page's policy -------------------------------------------------------------------------------------------
 
 INJECT_SCRIPT = """() => new Promise(resolve => {
@@ -236,3 +272,136 @@ def test_the_pages_policy_stops_inline_script(browser: Browser, live_server: Liv
     else:
         assert not ran["inline"] and not ran["handler"]
         assert "script-src-elem" in ran["blocked"] and "script-src-attr" in ran["blocked"]
+
+
+# Accessibility: axe-core on every page a reader can reach ----------------------------------------------------
+
+needs_axe = pytest.mark.skipif(not AXE.is_file() and not os.environ.get("CI"),
+                               reason="needs tools/node_modules/axe-core (make setup)")
+Visit = Callable[[Page, LiveServer, Store], None]
+
+
+def _reader(server: LiveServer, store: Store, *, unsubscribed: bool = False, who: str = "reader") -> int:
+    address = unique_address(who)
+    add_readers(server, store, [(address, "Reader")])
+    subscriber_id = int(subscriber(store, address).id)
+    if unsubscribed:
+        db.unsubscribe(store, subscriber_id, send_id=None, channel="staff", now=utcnow())
+    return subscriber_id
+
+
+def _unsubscribe_link(server: LiveServer, store: Store, *, unsubscribed: bool = False) -> str:
+    return "/u/" + messages.unsubscribe_token(server.settings, _reader(server, store, unsubscribed=unsubscribed), 0)
+
+
+def _preferences_link(server: LiveServer, store: Store, *, who: str = "reader") -> str:
+    return "/p/" + readers.preferences_token(server.settings, _reader(server, store, who=who))
+
+
+def _confirm_link(server: LiveServer, store: Store, *, hours_ago: float = 0) -> str:
+    address = unique_address("visitor")
+    confirm_hours = server.settings.web.confirm_hours
+    ticket = db.open_signup(store, email=address, email_key=address, name="", tags=(),
+                            now=utcnow() - dt.timedelta(hours=hours_ago), valid_for=dt.timedelta(hours=confirm_hours),
+                            resend_after=dt.timedelta(hours=1))
+    return "/confirm/" + readers.confirm_token(server.settings, ticket.id, ticket.created_at)
+
+
+Link = Callable[[LiveServer, Store], str]
+
+
+def _open(link: str | Link) -> Visit:
+    def visit(page: Page, server: LiveServer, store: Store) -> None:
+        page.goto(link if isinstance(link, str) else link(server, store))
+
+    return visit
+
+
+def _click(link: Link, button: str, *, tick: str | None = None) -> Visit:
+    def visit(page: Page, server: LiveServer, store: Store) -> None:
+        page.goto(link(server, store))
+        if tick:
+            page.get_by_label(tick).check()
+        page.get_by_role("button", name=button, exact=True).click()
+
+    return visit
+
+
+def _sign_up_as(address: Callable[[], str]) -> Visit:
+    def visit(page: Page, server: LiveServer, store: Store) -> None:
+        page.goto("/subscribe")
+        page.get_by_label("Email address").fill(address())
+        page.get_by_role("button", name="Subscribe").click()
+
+    return visit
+
+
+def _stale_form(page: Page, server: LiveServer, store: Store) -> None:
+    page.goto("/subscribe")
+    page.context.clear_cookies()  # the form's token no longer matches this browser's cookie: 403
+    page.get_by_label("Email address").fill(unique_address("late"))
+    page.get_by_role("button", name="Subscribe").click()
+
+
+# Each page, and the heading that proves the visit reached it.
+PAGES: dict[str, tuple[Visit, str]] = {
+    "home": (_open("/"), "The China-Russia Report"),
+    "subscribe": (_open("/subscribe"), "Subscribe to The China-Russia Report"),
+    "subscribe-error": (_sign_up_as(lambda: "not an address"), "Subscribe to The China-Russia Report"),
+    "check-inbox": (_sign_up_as(lambda: unique_address("new")), "Check your inbox"),
+    "unsubscribe": (_open(_unsubscribe_link), "Unsubscribe from The China-Russia Report?"),
+    "unsubscribe-not-subscribed": (_open(lambda server, store: _unsubscribe_link(server, store, unsubscribed=True)),
+                                   "You are not subscribed"),
+    "unsubscribed": (_click(_unsubscribe_link, "Unsubscribe"), "You are unsubscribed"),
+    "resubscribe": (_click(lambda server, store: _unsubscribe_link(server, store, unsubscribed=True),
+                           "Subscribe again"), "Check your inbox"),
+    "confirm": (_open(_confirm_link), "Confirm your subscription"),
+    "confirm-expired": (_open(lambda server, store: _confirm_link(server, store, hours_ago=49)),
+                        "This link has expired"),
+    "confirmed": (_click(_confirm_link, "Confirm my subscription"), "You are subscribed"),
+    "preferences": (_open(_preferences_link), "Your preferences"),
+    # An address is one long word: at 375 px it must wrap rather than push the page sideways.
+    "preferences-long-address": (_open(lambda server, store: _preferences_link(
+        server, store, who="areaderwitharatherlongaddressthathasnohyphen")), "Your preferences"),
+    "preferences-saved": (_click(_preferences_link, "Save"), "Your preferences"),
+    "erased": (_click(_preferences_link, "Erase my data", tick="Erase my address, name and history for good"),
+               "Your data is erased"),
+    "error-400": (_open("/u/not-a-token"), "This link does not work"),
+    "error-403": (_stale_form, "Sorry"),
+    "error-404": (_open("/no/such/page"), "Not found"),
+}
+
+
+def _axe_everywhere(browser: Browser, server: LiveServer, store: Store, name: str) -> dict[str, list[dict]]:
+    """axe-core's violations on page ``name`` at each width, light and dark (and its outline and landmarks at
+    the first), keyed by where; each view also kept as a screenshot. The page's CSP is bypassed only to
+    inject axe."""
+    context = browser.new_context(base_url=server.url, bypass_csp=True, viewport={"width": WIDTHS[0], "height": 800})
+    context.route("**/*", loopback_only(server))
+    found: dict[str, list[dict]] = {}
+    try:
+        page = context.new_page()
+        visit, heading = PAGES[name]
+        visit(page, server, store)
+        expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+        page.add_script_tag(path=str(AXE))
+        found["outline and landmarks"] = page.evaluate(RUN_AXE, {"type": "rule", "values": OUTLINE_RULES + PAGE_RULES})
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 800})
+                scroll_width = page.evaluate("document.documentElement.scrollWidth")
+                assert scroll_width <= width, f"{name} is {scroll_width} px wide in a {width} px window"
+                page.screenshot(path=ARTIFACTS / "pages" / f"{name}-{width}-{scheme}.png", full_page=True)
+                found[f"{width} px, {scheme}"] = page.evaluate(RUN_AXE, {"type": "tag", "values": WCAG_TAGS})
+    finally:
+        context.close()
+    return {where: violations for where, violations in found.items() if violations}
+
+
+@needs_axe
+@pytest.mark.parametrize("name", list(PAGES))
+def test_no_wcag_a_or_aa_violation_on_any_reader_page(browser: Browser, live_server: LiveServer, live_store: Store,
+                                                      name: str) -> None:
+    found = _axe_everywhere(browser, live_server, live_store, name)
+    assert not found, "\n".join(f"{where}:\n{describe(violations)}" for where, violations in found.items())
