@@ -366,6 +366,7 @@ PAGES: dict[str, tuple[Visit, str]] = {
     "preferences-saved": (_click(_preferences_link, "Save"), "Your preferences"),
     "erased": (_click(_preferences_link, "Erase my data", tick="Erase my address, name and history for good"),
                "Your data is erased"),
+    "archive": (_open("/archive/"), "Archive"),
     "error-400": (_open("/u/not-a-token"), "This link does not work"),
     "error-403": (_stale_form, "Sorry"),
     "error-404": (_open("/no/such/page"), "Not found"),
