@@ -230,6 +230,29 @@ class Staff(_Section):
     _rates = field_validator("login_rate_account", "login_rate_ip")(_check_rate)
 
 
+class WebhookSecrets(BaseModel):
+    """The webhook keys themselves, read from the variables ``[webhooks]`` names; None where a variable is unset
+    (that provider's endpoint then refuses every request)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    postmark_user: SecretStr | None = None
+    postmark_password: SecretStr | None = None
+    sendgrid_public_key: SecretStr | None = None
+    mailgun_signing_key: SecretStr | None = None
+    resend_secret: SecretStr | None = None
+
+    @classmethod
+    def from_environment(cls, names: Webhooks) -> WebhookSecrets:
+        def read(variable: str) -> SecretStr | None:
+            value = os.environ.get(variable, "").strip()
+            return SecretStr(value) if value else None
+
+        return cls(postmark_user=read(names.postmark_user_env), postmark_password=read(names.postmark_password_env),
+                   sendgrid_public_key=read(names.sendgrid_public_key_env),
+                   mailgun_signing_key=read(names.mailgun_signing_key_env), resend_secret=read(names.resend_secret_env))
+
+
 class Database(_Section):
     url: str = "sqlite:///newsletter.db"
 
@@ -283,6 +306,8 @@ class Settings(_Section):
     secret: SecretStr | None = Field(default=None, exclude=True)
     # The provider's API key or SMTP password, read from the variable the settings name.
     provider_secret: SecretStr | None = Field(default=None, exclude=True)
+    # The providers' webhook keys, read from the variables [webhooks] names.
+    webhook_secrets: WebhookSecrets = Field(default=WebhookSecrets(), exclude=True)
 
     @property
     def root(self) -> Path:
@@ -323,7 +348,8 @@ def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(_describe(error, key), path=path, line=_line_of(text, error["loc"])) from None
     root = settings.root
     paths = {name: root / value for name, value in settings.paths.model_dump().items()}
-    return settings.model_copy(update={"paths": Paths(**paths)})
+    return settings.model_copy(update={"paths": Paths(**paths),
+                                       "webhook_secrets": WebhookSecrets.from_environment(settings.webhooks)})
 
 
 def _secret() -> str | None:
@@ -414,5 +440,9 @@ def describe_settings(settings: Settings) -> str:
     secret = "set" if settings.secret is not None else "not set"
     key_env = settings.provider.api_key_env or settings.provider.password_env
     key = f"# provider key (${key_env}): {'set' if settings.provider_secret else 'not set'}\n" if key_env else ""
+    hooks = settings.webhook_secrets
+    webhooks = ", ".join(f"{name} {'set' if getattr(hooks, name) else 'not set'}"
+                         for name in WebhookSecrets.model_fields)
     return (f"# effective settings from {settings.source}\n"
-            f"# signing secret ({SECRET_ENV} or {SECRET_FILE_ENV}): {secret}\n{key}" + tomli_w.dumps(data))
+            f"# signing secret ({SECRET_ENV} or {SECRET_FILE_ENV}): {secret}\n{key}"
+            f"# webhook keys: {webhooks}\n" + tomli_w.dumps(data))

@@ -9,6 +9,8 @@ the line: a typo in the front matter must not pass silently. The front matter is
 read by a strict YAML loader: a key given twice, a date that does not exist
 (``2024-02-30``) and nesting deeper than any front matter needs are errors, and
 the subject, preheader and author must each be one line (they reach mail headers).
+``archive`` must be a YAML boolean (``true`` or ``false``): a quoted string or a number
+is an error, not a guess at whether to publish the edition.
 """
 
 from __future__ import annotations
@@ -106,6 +108,15 @@ class FrontMatter(BaseModel):
     audience: str | None = None
     template: str = "default"
     send_at: dt.datetime | None = None
+    archive: bool = True  # false: the edition is sent, but never listed or served by the public archive
+
+    @field_validator("archive", mode="before")
+    @classmethod
+    def _archive(cls, value: object) -> object:
+        # Strict: pydantic would take "false" in quotes, "0" or 0 for false; a typo must not publish (or hide) one.
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return value
 
     @field_validator("subject")
     @classmethod

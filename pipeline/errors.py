@@ -15,7 +15,10 @@
     │   ├── ProviderAuthError    it refused the key (401, 403): the whole send stops
     │   ├── ProviderUnavailable  it could not be reached or was overloaded, before accepting anything
     │   └── ProviderAmbiguous    no answer after the request was sent: it may have accepted the batch
-    └── PreviewError       the headless browser could not take a screenshot
+    ├── PreviewError       the headless browser could not take a screenshot
+    └── WebhookError       a provider's webhook request cannot be taken
+        ├── WebhookUnsigned      its signature, credentials or timestamp do not hold (401)
+        └── WebhookMalformed     its body is not the provider's JSON (400)
 
 Each error builds its one-line message from its context (file, line), so the
 command line prints it as it is and exits with ``exit_code``.
@@ -107,3 +110,17 @@ class ProviderAmbiguous(ProviderError):
 
 class PreviewError(NewsletterError):
     """The headless browser could not be started or could not take a screenshot."""
+
+
+class WebhookError(NewsletterError):
+    """A webhook request that is not taken; ``status`` is the HTTP answer."""
+
+    status = 400
+
+
+class WebhookUnsigned(WebhookError):
+    status = 401
+
+
+class WebhookMalformed(WebhookError):
+    status = 400

@@ -28,7 +28,7 @@ from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
 
-from pipeline import placeholders
+from pipeline import placeholders, urls
 from pipeline.config import Settings
 from pipeline.content import Block, Body, Image, Section, markdown, plain_text, shown_as
 from pipeline.draft import Draft
@@ -287,7 +287,7 @@ def _context(draft: Draft, body: Body, settings: Settings) -> dict[str, Any]:
             "author": draft.meta.author,
             "date": draft.date,
             "date_text": _long_date(draft.date),
-            "web_url": f"{publication.base_url}/archive/{draft.name}/",
+            "web_url": urls.edition(settings, draft.name),
         },
         "lede_before_toc": lede[: body.toc_after],
         "lede_after_toc": lede[body.toc_after :],

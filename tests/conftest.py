@@ -18,7 +18,9 @@ from pipeline.config import Settings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "2024-02-22-china-russia-report"
 SECRET_VARIABLES = ("NEWSLETTER_SECRET", "NEWSLETTER_CONFIG", "POSTMARK_SERVER_TOKEN", "SENDGRID_API_KEY",
-                    "MAILGUN_API_KEY", "RESEND_API_KEY", "SMTP_PASSWORD")
+                    "MAILGUN_API_KEY", "RESEND_API_KEY", "SMTP_PASSWORD", "POSTMARK_WEBHOOK_USER",
+                    "POSTMARK_WEBHOOK_PASSWORD", "SENDGRID_WEBHOOK_PUBLIC_KEY", "MAILGUN_WEBHOOK_SIGNING_KEY",
+                    "RESEND_WEBHOOK_SECRET")
 
 
 @pytest.fixture(autouse=True)

@@ -97,3 +97,14 @@ def test_draft_lines_are_numbered_as_a_text_file_reads_them(project: Path) -> No
     draft = read_draft(folder)
     assert draft.lines == tuple((folder / "draft.md").read_text(encoding="utf-8-sig").splitlines())
     assert draft.lines[3:] == ("One", "Two", "", "Three 中")
+
+
+def test_archive_is_true_unless_the_editor_says_false(project: Path) -> None:
+    assert _read(project, "subject: S").meta.archive is True
+    assert _read(project, "subject: S\narchive: false").meta.archive is False
+
+
+@pytest.mark.parametrize("value", ['"false"', "0", "maybe", ""])
+def test_archive_must_be_a_boolean(project: Path, value: str) -> None:
+    with pytest.raises(DraftError, match=r"draft.md:3: front-matter key 'archive': must be true or false, got "):
+        _read(project, f"subject: S\narchive: {value}")

@@ -26,7 +26,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     emulator.add_argument("--seed", type=int, help="make fault draws and message ids reproducible")
     emulator.add_argument("--key", metavar="PROVIDER=VALUE", action="append", default=[], type=_key,
                           help="the key a provider accepts (repeatable; default for every provider: emulator-key)")
+    hooks = emulator.add_argument_group(
+        "webhooks", "post each accepted message's events back, signed as the real provider signs them")
+    hooks.add_argument("--webhook-url", metavar="URL",
+                       help="where newsletter serve takes webhooks, e.g. http://127.0.0.1:8025/webhooks "
+                            "(events go to URL/postmark, URL/sendgrid, URL/mailgun, URL/resend)")
+    hooks.add_argument("--bounce-rate", type=_rate, default=0.02, help="share of messages hard-bounced (0.02)")
+    hooks.add_argument("--soft-bounce-rate", type=_rate, default=0.0, help="share soft-bounced (0)")
+    hooks.add_argument("--complaint-rate", type=_rate, default=0.005, help="share marked as spam (0.005)")
+    hooks.add_argument("--webhook-seed", type=int, help="make the outcomes reproducible (default: --seed)")
     emulator.set_defaults(run=run_emulator_command, settings_optional=True)
+
+
+def _rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= rate <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return rate
 
 
 def _key(text: str) -> tuple[str, str]:
@@ -38,20 +57,34 @@ def _key(text: str) -> tuple[str, str]:
 
 def run_emulator_command(args: argparse.Namespace, settings: Any) -> int:
     from pipeline.emulator.server import serve
+    from pipeline.errors import NewsletterError
 
     keys = dict(args.key)
     provider = getattr(getattr(settings, "provider", None), "name", None)
+    poster = None
+    if args.webhook_url:
+        from pipeline.emulator.webhooks import WebhookPlan, WebhookPoster, environment_lines
+
+        try:
+            plan = WebhookPlan(url=args.webhook_url, bounce_rate=args.bounce_rate,
+                               soft_bounce_rate=args.soft_bounce_rate, complaint_rate=args.complaint_rate,
+                               seed=args.webhook_seed if args.webhook_seed is not None else args.seed)
+        except ValueError as exc:
+            raise NewsletterError(str(exc)) from None
+        poster = WebhookPoster(plan)
 
     def announce(url: str) -> None:
         print(instructions(url, keys, provider), flush=True)
+        if poster is not None:
+            print(f"\nwebhooks: posting events to {poster.plan.url}/<provider>; outcomes: {url}/_emulator/webhooks"
+                  "\nnewsletter serve checks them with these keys (made for this run):", flush=True)
+            print("\n".join(f"  {line}" for line in environment_lines(poster.keys)), flush=True)
 
     try:
-        serve(args.host, args.port, keys=keys, seed=args.seed, on_ready=announce)
+        serve(args.host, args.port, keys=keys, seed=args.seed, webhooks=poster, on_ready=announce)
     except KeyboardInterrupt:
         print("newsletter emulator: stopped")
     except OSError as exc:
-        from pipeline.errors import NewsletterError
-
         raise NewsletterError(f"the emulator cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
     return 0
 

@@ -43,6 +43,7 @@ def create_app(emulator: Emulator | None = None, *, keys: dict[str, str] | None 
         Route("/_emulator/stats", _stats, methods=["GET"]),
         Route("/_emulator/reset", _reset, methods=["POST"]),
         Route("/_emulator/faults", _faults, methods=["GET", "POST"]),
+        Route("/_emulator/webhooks", _webhooks, methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.emulator = emulator
@@ -110,7 +111,8 @@ async def _index(request: Request) -> Response:
         "emulator": "newsletter provider emulator",
         "providers": {name: f"POST {module.PATH}" for name, module in PROVIDER_MODULES.items()},
         "control": ["GET /_emulator/messages?provider=&to=&batch=&limit=&offset=", "GET /_emulator/stats",
-                    "POST /_emulator/reset", "GET /_emulator/faults", "POST /_emulator/faults"],
+                    "POST /_emulator/reset", "GET /_emulator/faults", "POST /_emulator/faults",
+                    "GET /_emulator/webhooks"],
     })
 
 
@@ -147,6 +149,17 @@ async def _stats(request: Request) -> Response:
 async def _reset(request: Request) -> Response:
     request.app.state.emulator.reset()
     return JSONResponse({"reset": True})
+
+
+async def _webhooks(request: Request) -> Response:
+    """The webhooks' summary, every outcome decided, and the variables ``newsletter serve`` needs to check them
+    (the emulator's own throwaway keys: it listens on loopback for rehearsals)."""
+    poster = request.app.state.emulator.webhooks
+    if poster is None:
+        return JSONResponse({"error": "webhooks are off: start the emulator with --webhook-url"}, 404)
+    from pipeline.emulator.webhooks import outcomes_json
+
+    return JSONResponse({**outcomes_json(poster), "environment": poster.keys.environment()})
 
 
 async def _faults(request: Request) -> Response:

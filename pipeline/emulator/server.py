@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ import uvicorn
 
 from pipeline.emulator.app import create_app
 from pipeline.emulator.state import Emulator, FaultPlan
+from pipeline.emulator.webhooks import Outcome, WebhookPlan, WebhookPoster
 
 T = TypeVar("T")
 START_TIMEOUT_S = 10.0
@@ -38,6 +40,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def _serve(server: uvicorn.Server, sock: socket.socket, emulator: Emulator) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        if emulator.webhooks is not None:
+            await emulator.webhooks.aclose()
+
+
 class EmulatorHandle:
     """A running emulator: ``url`` to point providers at, ``emulator`` for its state; a context manager."""
 
@@ -56,7 +66,7 @@ class EmulatorHandle:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._server.serve(sockets=[self._socket]))
+            self._loop.run_until_complete(_serve(self._server, self._socket, self.emulator))
         finally:
             self._loop.close()
 
@@ -82,6 +92,26 @@ class EmulatorHandle:
     def stats(self) -> dict[str, Any]:
         return self.call(self.emulator.stats)
 
+    @property
+    def webhooks(self) -> WebhookPoster:
+        """The webhook poster (the emulator must have been started with a WebhookPlan)."""
+        if self.emulator.webhooks is None:
+            raise RuntimeError("the emulator was started without webhooks")
+        return self.emulator.webhooks
+
+    def webhook_outcomes(self) -> list[Outcome]:
+        """Every outcome decided so far, in the order the messages were accepted."""
+        return self.call(lambda: list(self.webhooks.outcomes))
+
+    def wait_for_webhooks(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until every event was posted (or given up on); the poster's summary."""
+        deadline = time.monotonic() + timeout
+        while not self.call(lambda: self.webhooks.settled):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"webhooks still being posted after {timeout:g} s")
+            time.sleep(0.05)
+        return self.call(self.webhooks.summary)
+
     def reset(self) -> None:
         self.call(self.emulator.reset)
 
@@ -105,28 +135,30 @@ class EmulatorHandle:
 
 
 def run_emulator_in_thread(port: int = 0, keys: dict[str, str] | None = None, *, host: str = "127.0.0.1",
-                           seed: int | None = None) -> EmulatorHandle:
+                           seed: int | None = None, webhooks: WebhookPlan | None = None) -> EmulatorHandle:
     """Start the emulator on ``host:port`` (0: any free port) in a background thread.
 
     ``keys`` maps a provider name to the key it accepts (default ``emulator-key``); ``seed``
-    makes fault draws and message ids reproducible. Use it as a context manager, or call
+    makes fault draws and message ids reproducible; ``webhooks`` makes it post the events of what it
+    accepts (``handle.webhooks.keys`` are what it signs with). Use it as a context manager, or call
     ``stop()``.
     """
-    emulator = Emulator(keys=dict(keys or {}), seed=seed)
+    emulator = Emulator(keys=dict(keys or {}), seed=seed, webhooks=WebhookPoster(webhooks) if webhooks else None)
     return EmulatorHandle(emulator, bind(host, port))
 
 
 def serve(host: str, port: int, *, keys: dict[str, str] | None = None, seed: int | None = None,
-          on_ready: Callable[[str], None] | None = None) -> None:
+          webhooks: WebhookPoster | None = None, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve in the foreground until interrupted; ``on_ready`` gets the URL once the socket listens."""
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
-    server = uvicorn.Server(_config(create_app(keys=keys, seed=seed)))
+    emulator = Emulator(keys=dict(keys or {}), seed=seed, webhooks=webhooks)
+    server = uvicorn.Server(_config(create_app(emulator)))
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     if on_ready is not None:
         on_ready(url)
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=[sock])  # asyncio.run: the webhook poster's workers are cancelled when it ends
     finally:
         sock.close()

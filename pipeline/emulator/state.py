@@ -19,7 +19,10 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pipeline.emulator.webhooks import WebhookPoster
 
 PROVIDERS = ("postmark", "sendgrid", "mailgun", "resend")
 DEFAULT_KEY = "emulator-key"
@@ -151,12 +154,15 @@ class Mailbox:
         self.records: list[Record] = []
         self.per_provider: Counter[str] = Counter()
         self.pool = LinePool()
+        self.webhooks: WebhookPoster | None = None  # told of every message accepted, to post its events
 
     def add(self, records: Iterable[Record]) -> None:
         before = len(self.records)
         self.records.extend(records)
         for record in self.records[before:]:
             self.per_provider[record.provider] += 1
+        if self.webhooks is not None and len(self.records) > before:
+            self.webhooks.accepted(self.records[before:])
 
     def find(self, *, provider: str | None = None, to: str | None = None, batch: int | None = None,
              offset: int = 0, limit: int | None = None) -> tuple[int, list[Record]]:
@@ -337,6 +343,7 @@ class Emulator:
 
     keys: dict[str, str] = field(default_factory=dict)
     seed: int | None = None
+    webhooks: WebhookPoster | None = None  # posts the events of what it accepts (``--webhook-url``)
 
     def __post_init__(self) -> None:
         unknown = set(self.keys) - set(PROVIDERS)
@@ -344,6 +351,7 @@ class Emulator:
             raise ValueError(f"unknown provider {', '.join(sorted(unknown))}: use one of {', '.join(PROVIDERS)}")
         self.keys = {provider: self.keys.get(provider, DEFAULT_KEY) for provider in PROVIDERS}
         self.mailbox = Mailbox()
+        self.mailbox.webhooks = self.webhooks
         self.faults = Faults(self.seed)
         self.idempotency = IdempotencyKeys()
         self.ids = Ids(self.seed)

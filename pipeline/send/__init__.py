@@ -25,9 +25,10 @@ __all__ = ["Lease", "SendSummary", "cancel_send", "create_send", "pause_send", "
 
 
 def stored(edition: Edition, built_path: str) -> StoredEdition:
-    """What the store keeps of an edition: the exact parts sent."""
+    """What the store keeps of an edition: the exact parts sent, its archive page, and whether to publish it."""
     return StoredEdition(name=edition.name, content_hash=edition.content_hash, subject=edition.subject,
-                         built_path=built_path, email_html=edition.email_html, email_txt=edition.email_txt)
+                         built_path=built_path, email_html=edition.email_html, email_txt=edition.email_txt,
+                         web_html=edition.web_html, archived=edition.draft.meta.archive)
 
 
 def create_send(store: Store, settings: Settings, edition: Edition, *, built_path: str,

@@ -65,6 +65,8 @@ class StoredEdition:
     built_path: str
     email_html: str
     email_txt: str
+    web_html: str | None = None  # the archive page, kept so the archive serves what was sent, not a later build
+    archived: bool = True  # front matter ``archive``: whether the public archive lists and serves it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,10 +218,15 @@ def _record_edition(connection: Connection, edition: StoredEdition, now: dt.date
     found = connection.scalar(select(editions.c.id).where(
         editions.c.name == edition.name, editions.c.content_hash == edition.content_hash))
     if found is not None:
+        # The same content sent again: the editor's latest ``archive`` decides, and a row recorded before the
+        # archive page was kept gets it (the hash covers web.html, so it is the page that was sent).
+        connection.execute(update(editions).where(editions.c.id == found).values(
+            archived=edition.archived, web_html=func.coalesce(editions.c.web_html, edition.web_html)))
         return int(found)
     return _inserted(connection.execute(insert(editions).values(
         name=edition.name, content_hash=edition.content_hash, subject=edition.subject, built_path=edition.built_path,
-        email_html=edition.email_html, email_txt=edition.email_txt, created_at=now,
+        email_html=edition.email_html, email_txt=edition.email_txt, web_html=edition.web_html,
+        archived=edition.archived, created_at=now,
     )))
 
 

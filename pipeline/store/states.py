@@ -14,6 +14,7 @@ A delivery row only moves forward, except where an operator asks for it::
 
     queued ──claim──▶ sending ──settle──▶ sent | failed | uncertain | queued (nothing accepted)
       │ cancel, suppress                  failed ──retry──▶ queued, uncertain ──resend──▶ queued
+                                          uncertain ──observe──▶ sent (the provider reported on it)
 
 Every status change in the store goes through ``SEND_MOVES`` or
 ``DELIVERY_MOVES`` (listmonk's single switch of campaign statuses is the model):
@@ -96,6 +97,8 @@ DELIVERY_MOVES: dict[str, Move] = {
     "suppress": _move({D.QUEUED}, D.SUPPRESSED),  # unsubscribed, bounced or complained during the send
     "retry": _move({D.FAILED}, D.QUEUED),  # transient failures, by an operator
     "resend": _move({D.UNCERTAIN}, D.QUEUED),  # by an operator who accepts a possible duplicate
+    # A provider's webhook reported on it (delivered, bounced ...): the provider certainly accepted it.
+    "observe": _move({D.UNCERTAIN}, D.SENT),
 }
 
 

@@ -43,6 +43,7 @@ def upgrade() -> None:
     with op.batch_alter_table("deliveries") as table:
         table.add_column(sa.Column("event", sa.String(20), nullable=True))
         table.add_column(sa.Column("event_at", UTCDateTime, nullable=True))
+        table.create_index("ix_deliveries_provider_message_id", ["provider_message_id"])
     with op.batch_alter_table("editions") as table:
         table.add_column(sa.Column("web_html", sa.Text, nullable=True))
         table.add_column(sa.Column("archived", sa.Boolean, nullable=False, server_default=sa.true()))
@@ -70,6 +71,7 @@ def downgrade() -> None:
         table.drop_column("archived")
         table.drop_column("web_html")
     with op.batch_alter_table("deliveries") as table:
+        table.drop_index("ix_deliveries_provider_message_id")
         table.drop_column("event_at")
         table.drop_column("event")
     with op.batch_alter_table("subscribers") as table:
