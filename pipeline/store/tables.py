@@ -151,6 +151,7 @@ deliveries = Table(
     Column("event_at", UTCDateTime, nullable=True),
     UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
     Index("ix_deliveries_send_status", "send_id", "status"),
+    Index("ix_deliveries_subscriber", "subscriber_id"),  # a subscriber's page: every delivery they had
 )
 
 events = Table(
