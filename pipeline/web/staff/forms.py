@@ -97,6 +97,14 @@ def next_link(request: Request, after: int | None) -> str | None:
     return request.url.path + "?" + urlencode([*kept, ("after", str(after))])
 
 
+def first_link(request: Request) -> str | None:
+    """The address of the first page of these filters; None when this is it."""
+    if "after" not in request.query_params:
+        return None
+    kept = [(key, value) for key, value in request.query_params.multi_items() if key != "after"]
+    return request.url.path + ("?" + urlencode(kept) if kept else "")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
