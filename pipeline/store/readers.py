@@ -72,8 +72,9 @@ def reader(store: Store, subscriber_id: int) -> Reader | None:
 
 
 def unsubscribe(store: Store, subscriber_id: int, *, send_id: int | None, channel: str, now: dt.datetime,
-                provider: str = "web") -> bool:
-    """Unsubscribe one subscriber (idempotent); True when this changed their status."""
+                provider: str = "web", detail: str | None = None) -> bool:
+    """Unsubscribe one subscriber (idempotent); True when this changed their status. ``detail`` goes into the
+    event (a staff member's reason)."""
     with store.begin() as connection:
         key = connection.scalar(select(subscribers.c.email_key).where(
             subscribers.c.id == subscriber_id, subscribers.c.status != SubscriberStatus.ERASED))
@@ -82,7 +83,7 @@ def unsubscribe(store: Store, subscriber_id: int, *, send_id: int | None, channe
         before = connection.scalar(select(subscribers.c.status).where(subscribers.c.id == subscriber_id))
         known = connection.scalar(select(sends.c.id).where(sends.c.id == send_id)) if send_id else None
         suppress_in(connection, [key], reason="unsubscribed", move="unsubscribe", source=f"{channel} unsubscribe",
-                    now=now, channel=channel, provider=provider, send_id=known)
+                    now=now, channel=channel, provider=provider, send_id=known, detail=detail)
         return before in SUBSCRIBER_MOVES["unsubscribe"].sources
 
 

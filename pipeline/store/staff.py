@@ -31,6 +31,7 @@ class StaffSession:
 
 @dataclass(frozen=True, kw_only=True)
 class AuditEntry:
+    id: int
     at: dt.datetime
     user_name: str
     action: str
@@ -142,5 +143,21 @@ def audit_log(store: Store, *, limit: int = 200, target: str | None = None) -> l
     if target is not None:
         query = query.where(staff_audit.c.target == target)
     with store.read() as connection:
-        return [AuditEntry(at=row.at, user_name=row.user_name, action=row.action, target=row.target,
-                           detail=row.detail) for row in connection.execute(query)]
+        return [_entry(row) for row in connection.execute(query)]
+
+
+def audit_page(store: Store, *, after: int | None, limit: int) -> tuple[list[AuditEntry], int | None]:
+    """A page of the audit log, newest first, older than the entry ``after`` (keyset, no OFFSET); with the
+    ``after`` of the next page, None on the last."""
+    query = select(staff_audit).order_by(desc(staff_audit.c.id)).limit(limit + 1)
+    if after is not None:
+        query = query.where(staff_audit.c.id < after)
+    with store.read() as connection:
+        rows = connection.execute(query).all()
+    entries = [_entry(row) for row in rows[:limit]]
+    return entries, entries[-1].id if len(rows) > limit else None
+
+
+def _entry(row) -> AuditEntry:
+    return AuditEntry(id=row.id, at=row.at, user_name=row.user_name, action=row.action, target=row.target,
+                      detail=row.detail)

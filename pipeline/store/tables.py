@@ -152,6 +152,7 @@ deliveries = Table(
     UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
     Index("ix_deliveries_send_status", "send_id", "status"),
     Index("ix_deliveries_provider_message_id", "provider_message_id"),  # a webhook names the message it is about
+    Index("ix_deliveries_subscriber", "subscriber_id"),  # a subscriber's page: every delivery they had
 )
 
 events = Table(

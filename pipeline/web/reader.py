@@ -17,6 +17,7 @@ the same plain 400 page whatever is wrong with it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from limits import RateLimitItem, parse_many
@@ -108,17 +109,8 @@ class _Pages:
         return {"preferences_url": urls.path_of(urls.preferences(
             self.settings, readers.preferences_token(self.settings, person.id)))}
 
-    def _compose(self, request: Request):
-        pages = self.site.pages
-
-        def compose(url: str) -> ConfirmationMail:
-            hours = self.settings.web.confirm_hours
-            context = {"confirm_url": url, "hours": f"{hours:g}"}
-            return ConfirmationMail(subject=f"Confirm your subscription to {self.settings.publication.name}",
-                                    html=pages.text("mail/confirm.html", **context),
-                                    text=pages.text("mail/confirm.txt", **context))
-
-        return compose
+    def _compose(self, request: Request) -> Callable[[str], ConfirmationMail]:
+        return confirmation_mail(self.site)
 
     async def _mail_signup(self, request: Request, *, email: str, key: str, name: str,
                            topics: tuple[str, ...]) -> Response | None:
@@ -301,3 +293,17 @@ class _Pages:
                                      error="Tick the box to confirm that everything about you should be erased.")
         db.erase(self.site.store, person.id, now=utcnow())
         return self.page(request, "erased.html")
+
+
+def confirmation_mail(site: Site) -> Callable[[str], ConfirmationMail]:
+    """How a signup's confirmation is composed from its link: the same mail whether a reader signed up or
+    staff asked a former subscriber to confirm again."""
+
+    def compose(url: str) -> ConfirmationMail:
+        hours = site.settings.web.confirm_hours
+        context = {"confirm_url": url, "hours": f"{hours:g}"}
+        return ConfirmationMail(subject=f"Confirm your subscription to {site.settings.publication.name}",
+                                html=site.pages.text("mail/confirm.html", **context),
+                                text=site.pages.text("mail/confirm.txt", **context))
+
+    return compose

@@ -5,6 +5,7 @@
     people.py     /staff/subscribers, /staff/subscribers/<id>
     calendar.py   /staff/schedule
     admin.py      /staff/audit, /staff/users
+    forms.py      what their lists and forms share: fields read or refused by name, keyset links, JSON twins
 
 ``routes(site)`` in ``console.py`` gathers them for the app.
 """

@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Route
 
 from pipeline.store import reports
 from pipeline.web.site import Site
+from pipeline.web.staff import admin, calendar, people
 from pipeline.web.staff.auth import PREFIX, Auth, Staffer, context
 
 
@@ -25,4 +26,7 @@ def routes(site: Site) -> list[BaseRoute]:
         *auth.routes(),
         Route(f"{PREFIX}/", auth.page("viewer", home), methods=["GET"]),
         Route(f"{PREFIX}/sends", auth.page("viewer", sends), methods=["GET"]),
+        *people.routes(site, auth),
+        *calendar.routes(site, auth),
+        *admin.routes(site, auth),
     ]
