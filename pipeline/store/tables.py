@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 
 from pipeline.store.states import DeliveryStatus, SendStatus, SubscriberStatus
@@ -128,6 +129,8 @@ sends = Table(
     Column("timezone", String(64), nullable=True),  # the zone its time was given in, for people reading it
     Column("nonce", String(32), nullable=True),  # random: makes its Message-IDs unique to this send
     Column("queued_at", UTCDateTime, nullable=True),  # when its audience got its rows (a scheduled one: on firing)
+    # What ``newsletter check`` found when the send was created (``Report.to_dict()``), shown in the console.
+    Column("check_report", JSON, nullable=True),
 )
 
 deliveries = Table(
@@ -151,7 +154,13 @@ deliveries = Table(
     Column("event_at", UTCDateTime, nullable=True),
     UniqueConstraint("send_id", "subscriber_id", name="uq_deliveries_send_subscriber"),
     Index("ix_deliveries_send_status", "send_id", "status"),
+    # The console: a page of recipients starts at a cursor (keyset), never skips rows (OFFSET) ...
+    Index("ix_deliveries_send_id", "send_id", "id"),
+    # ... and accepted messages per minute are counted from the index alone.
+    Index("ix_deliveries_send_status_sent", "send_id", "status", "sent_at"),
 )
+# A search by the start of an address, case-insensitive, in address order.
+Index("ix_deliveries_send_email", deliveries.c.send_id, func.lower(deliveries.c.email), deliveries.c.id)
 
 events = Table(
     "events",
