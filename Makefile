@@ -75,6 +75,7 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_links.py
+	$(PY) benchmarks/bench_console.py
 
 # Style and types: ruff, then mypy over the package (which ships py.typed), the tests and benchmarks.
 check: $(STAMP)

@@ -8,7 +8,8 @@ Every read here stays fast when a send has a million rows (``benchmarks/bench_co
 * a search is a case-insensitive **prefix of the address** on ``(send_id, lower(email), id)``, in
   address order; a substring search (``LIKE '%x%'``) would read every row of the send, so there is none.
   Type the start of an address, or all of it; the status filter narrows either;
-* the timeline counts accepted messages per minute from ``(send_id, status, sent_at)`` alone.
+* the timeline counts accepted and failed messages per bucket of minutes from ``(send_id, status,
+  updated_at)`` alone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, literal, or_, select, union_all
 
 from pipeline.store import Store
 from pipeline.store.states import DeliveryStatus, SendStatus
@@ -29,6 +30,12 @@ PAGE_SIZE = 100
 SEARCH_MAX = 320  # the longest address there is
 # The order the reconciliation adds up in: what happened first, what may still happen last.
 RECKONING = (D.SENT, D.FAILED, D.UNCERTAIN, D.SUPPRESSED, D.SKIPPED, D.QUEUED, D.SENDING, D.CANCELLED)
+
+
+# Sends whose rows no move changes while they stay as they are: a sent send is reopened (``paused``) before
+# any row of it is queued again, a cancelled one is final, a held or missed one has no rows. (A ``failed``
+# send is not among them: ``retry`` queues its rows again and leaves it ``failed`` until it is resumed.)
+SETTLED_SENDS = frozenset({SendStatus.SENT, SendStatus.CANCELLED, SendStatus.HELD, SendStatus.MISSED})
 
 
 class BadQuery(ValueError):
@@ -78,8 +85,6 @@ class SendDetail:
     override_reason: str | None
     check_report: dict[str, Any] | None
     timezone: str | None
-    transient_failures: int  # the failed rows ``retry`` would queue again
-    reasons: tuple[tuple[str, str, int], ...]  # (status, reason, count) of failed and uncertain rows
 
     def lease_live(self, now: dt.datetime) -> bool:
         return bool(self.runner and self.lease_until and self.lease_until > now)
@@ -89,6 +94,14 @@ class SendDetail:
         counts = self.line.counts
         known = [(status.value, counts.get(status, 0)) for status in RECKONING]
         return known + sorted((status, count) for status, count in counts.items() if status not in RECKONING)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failures:
+    """What went wrong in a send: the rows ``retry`` would queue again, and failed and uncertain rows by reason."""
+
+    transient: int
+    reasons: tuple[tuple[str, str, int], ...]  # (status, reason, count), the 20 commonest
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,13 +193,33 @@ def send_rows(store: Store) -> list[SendRow]:
     return [_line(row, counts.get(row.id, {})) for row in rows]
 
 
-def send_detail(store: Store, send_id: int) -> SendDetail | None:
-    """One send with its counts, lease, check report and failure reasons; None if there is no such send."""
+def send_detail(store: Store, send_id: int, *,
+                kept: dict[tuple[Any, ...], dict[str, int]] | None = None) -> SendDetail | None:
+    """One send with its counts, lease and check report; None if there is no such send. With ``kept``, the
+    counts of a settled send (``SETTLED_SENDS``) are kept there and read once."""
     with store.read() as connection:
         row = connection.execute(_send_query().where(sends.c.id == send_id)).first()
         if row is None:
             return None
-        counts = _counts(connection, send_id)
+        key = (send_id, row.status, row.status_reason, row.finished_at)
+        counts = kept.get(key) if kept is not None and row.status in SETTLED_SENDS else None
+        if counts is None:
+            counts = _counts(connection, send_id)
+            if kept is not None and row.status in SETTLED_SENDS:
+                kept[key] = counts
+    return SendDetail(line=_line(row, counts), runner=row.runner, lease_until=row.lease_until,
+                      override_reason=row.override_reason, check_report=row.check_report, timezone=row.timezone)
+
+
+def exists(store: Store, send_id: int) -> bool:
+    with store.read() as connection:
+        return connection.scalar(select(sends.c.id).where(sends.c.id == send_id)) is not None
+
+
+def failures(store: Store, send_id: int) -> Failures:
+    """The send's transient failures, and its failed and uncertain rows grouped by reason (these read the
+    failed rows themselves: the console keeps the answer while the send's counts stay the same)."""
+    with store.read() as connection:
         transient = int(connection.scalar(select(func.count()).select_from(deliveries).where(
             deliveries.c.send_id == send_id, deliveries.c.status == D.FAILED,
             deliveries.c.error_class == "transient")) or 0)
@@ -195,12 +228,9 @@ def send_detail(store: Store, send_id: int) -> SendDetail | None:
             .where(deliveries.c.send_id == send_id, deliveries.c.status.in_([D.FAILED, D.UNCERTAIN]))
             .group_by(deliveries.c.status, deliveries.c.error_class, deliveries.c.error_text)
             .order_by(func.count().desc()).limit(20)).all()
-    return SendDetail(
-        line=_line(row, counts), runner=row.runner, lease_until=row.lease_until,
-        override_reason=row.override_reason, check_report=row.check_report, timezone=row.timezone,
-        transient_failures=transient,
-        reasons=tuple((r.status, ": ".join(p for p in (r.error_class, r.error_text) if p) or "no reason given",
-                       int(r.n)) for r in reasons))
+    return Failures(transient=transient, reasons=tuple(
+        (r.status, ": ".join(p for p in (r.error_class, r.error_text) if p) or "no reason given", int(r.n))
+        for r in reasons))
 
 
 def edition_html(store: Store, send_id: int) -> str | None:
@@ -212,30 +242,42 @@ def edition_html(store: Store, send_id: int) -> str | None:
 
 # ---------------------------------------------------------------- the timeline
 
-
-def _minute(connection: Connection, column: Any) -> Any:
-    """A timestamp column cut to its minute, as text 'YYYY-MM-DD HH:MM' (UTC, as stored)."""
-    if connection.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24:MI")
-    return func.substr(column, 1, 16)  # SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff'
+TIMELINE_BARS = 120  # at most; a long send is drawn in wider buckets of minutes
 
 
-def timeline(store: Store, send_id: int) -> list[tuple[dt.datetime, int, int]]:
-    """(minute, accepted, failed) for every minute in which the provider accepted or refused a message of the
-    send, in order. Accepted rows are counted by ``sent_at`` from the index alone; failed ones (few) by when
-    they were settled."""
-    per_minute: dict[str, list[int]] = {}
+def _settled_range(connection: Connection, send_id: int) -> tuple[dt.datetime, dt.datetime] | None:
+    """The first and last time a row of the send was accepted or refused; each end one index lookup."""
+    ends: list[dt.datetime] = []
+    for status in (D.SENT, D.FAILED):
+        where = (deliveries.c.send_id == send_id, deliveries.c.status == status)
+        for order in (deliveries.c.updated_at.asc(), deliveries.c.updated_at.desc()):
+            found = connection.scalar(select(deliveries.c.updated_at).where(*where).order_by(order).limit(1))
+            if found is not None:
+                ends.append(found)
+    return (min(ends), max(ends)) if ends else None
+
+
+def timeline(store: Store, send_id: int) -> tuple[int, list[tuple[dt.datetime, int, int]]]:
+    """(minutes per bucket, [(bucket start, accepted, failed)]) over the time the send's rows were settled
+    (``updated_at``: when the provider accepted or refused them), at most ``TIMELINE_BARS`` buckets, empty
+    ones included. Each bucket is a range count on ``(send_id, status, updated_at)``, all in one statement:
+    the index is read once, with no grouping of a million rows by a computed minute."""
     with store.read() as connection:
-        for index, (status, column) in enumerate(((D.SENT, deliveries.c.sent_at),
-                                                  (D.FAILED, deliveries.c.updated_at))):
-            minute = _minute(connection, column)
-            for key, count in connection.execute(
-                    select(minute, func.count()).where(deliveries.c.send_id == send_id,
-                                                       deliveries.c.status == status, column.is_not(None))
-                    .group_by(minute)):
-                per_minute.setdefault(str(key), [0, 0])[index] += int(count)
-    return [(dt.datetime.strptime(key, "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC), accepted, failed)
-            for key, (accepted, failed) in sorted(per_minute.items())]
+        span = _settled_range(connection, send_id)
+        if span is None:
+            return 1, []
+        first = span[0].replace(second=0, microsecond=0)
+        minutes = int((span[1] - first).total_seconds() // 60) + 1
+        width = max(1, -(-minutes // TIMELINE_BARS))
+        starts = [first + dt.timedelta(minutes=width * index) for index in range(-(-minutes // width) + 1)]
+        parts = [select(literal(index).label("bucket"), literal(status.value).label("status"),
+                        func.count().label("n"))
+                 .where(deliveries.c.send_id == send_id, deliveries.c.status == status,
+                        deliveries.c.updated_at >= starts[index], deliveries.c.updated_at < starts[index + 1])
+                 for status in (D.SENT, D.FAILED) for index in range(len(starts) - 1)]
+        counts = {(row.bucket, row.status): int(row.n) for row in connection.execute(union_all(*parts))}
+    return width, [(starts[index], counts.get((index, D.SENT.value), 0), counts.get((index, D.FAILED.value), 0))
+                   for index in range(len(starts) - 1)]
 
 
 # ---------------------------------------------------------------- recipients

@@ -337,3 +337,17 @@ def test_a_test_send_goes_to_the_typed_addresses_only(client, mixed, store) -> N
     assert _audited(store, "send test") == [f"send {mixed}"]
     bad = client.post(f"/staff/sends/{mixed}/test", data={"csrf_token": token, "addresses": "not an address"})
     assert bad.status_code == 400
+
+
+def test_a_long_send_is_drawn_in_wider_buckets_that_still_add_up(mixed, store) -> None:
+    start = utcnow().replace(second=0, microsecond=0) - dt.timedelta(hours=6)
+    with store.begin() as connection:  # spread the settled rows over five hours (times only: no status moves)
+        ids = connection.scalars(select(deliveries.c.id).where(deliveries.c.send_id == mixed,
+                                                               deliveries.c.status.in_(["sent", "failed"]))).all()
+        for number, delivery_id in enumerate(ids):
+            connection.execute(deliveries.update().where(deliveries.c.id == delivery_id).values(
+                updated_at=start + dt.timedelta(minutes=300 * number / (len(ids) - 1))))
+    minutes, points = console_db.timeline(store, mixed)
+    assert minutes == 3 and len(points) <= console_db.TIMELINE_BARS
+    assert sum(accepted for _, accepted, _ in points) == 32 and sum(failed for _, _, failed in points) == 4
+    assert [moment for moment, _, _ in points] == sorted(moment for moment, _, _ in points)

@@ -13,6 +13,7 @@ batch to a few addresses the editor typed, outside the delivery log.
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ PREVIEW_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src https:
 CSV_COLUMNS = ("delivery_id", "subscriber_id", "email", "status", "attempts", "provider_message_id", "error_class",
                "error_text", "queued_at", "updated_at", "sent_at", "event", "event_at")
 TEST_ADDRESSES_MAX = 10
+FIGURES_KEPT = 64  # sends whose failures and timeline are kept in memory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +79,7 @@ ACTIONS = {
 }
 
 
-def affected(detail: db.SendDetail) -> dict[str, int]:
+def affected(detail: db.SendDetail, failures: db.Failures) -> dict[str, int]:
     """The actions the send's status allows now (by the table of moves), each with how many people it affects."""
     status, counts = detail.line.status, detail.line.counts
     moves = send_moves_from(status)
@@ -90,8 +92,8 @@ def affected(detail: db.SendDetail) -> dict[str, int]:
     if "cancel" in moves:
         allowed["cancel"] = queued
     if status != SendStatus.CANCELLED:
-        if detail.transient_failures:
-            allowed["retry"] = detail.transient_failures
+        if failures.transient:
+            allowed["retry"] = failures.transient
         if counts.get(D.UNCERTAIN, 0):
             allowed["resend"] = counts[D.UNCERTAIN]
     return allowed
@@ -101,9 +103,36 @@ def routes(site: Site, auth: Auth) -> list[BaseRoute]:
     return SendPages(site, auth).routes()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Figures:
+    """What a send's page shows beyond its counts: failures and the timeline, kept while the counts stay."""
+
+    failures: db.Failures
+    minutes: int
+    timeline: list[tuple[Any, int, int]]
+
+
 class SendPages:
     def __init__(self, site: Site, auth: Auth):
         self.site, self.auth, self.store = site, auth, site.store
+        self._figures: OrderedDict[tuple[Any, ...], Figures] = OrderedDict()
+        self._counts: dict[tuple[Any, ...], dict[str, int]] = {}  # of settled sends (store.console.SETTLED_SENDS)
+
+    def figures(self, detail: db.SendDetail) -> Figures:
+        """The failures and timeline of a send, read again only when its counts or status changed: every move of
+        a row changes the counts (settling, retrying, cancelling), so the same counts mean the same figures.
+        A page of a million rows then reads the rows' index for the counts only."""
+        line = detail.line
+        key = (line.id, tuple(sorted(line.counts.items())), line.status, line.reason)
+        found = self._figures.get(key)
+        if found is None:
+            minutes, points = db.timeline(self.store, line.id)
+            found = Figures(failures=db.failures(self.store, line.id), minutes=minutes, timeline=points)
+            self._figures[key] = found
+            while len(self._figures) > FIGURES_KEPT:
+                self._figures.popitem(last=False)
+        self._figures.move_to_end(key)
+        return found
 
     def routes(self) -> list[BaseRoute]:
         base = f"{PREFIX}/sends"
@@ -128,7 +157,9 @@ class SendPages:
         return self.site.pages.page(request, "staff/sends.html", **context(staffer, sends=lines))
 
     def _detail(self, request: Request) -> db.SendDetail | Response:
-        detail = db.send_detail(self.store, int(request.path_params["send_id"]))
+        if len(self._counts) > FIGURES_KEPT:
+            self._counts.clear()
+        detail = db.send_detail(self.store, int(request.path_params["send_id"]), kept=self._counts)
         return error_page(self.site, request, 404, "There is no such send.") if detail is None else detail
 
     def _filter(self, request: Request) -> tuple[db.Filter, int | None]:
@@ -153,44 +184,46 @@ class SendPages:
         filters = {key: value for key, value in (("status", chosen.status), ("search", chosen.search)) if value}
         next_url = (f"{send_path}?{urlencode({**filters, 'after': page.next_after})}"
                     if page.next_after is not None else None)
+        figures = self.figures(detail)
         if request.query_params.get("format") == "json":
-            return JSONResponse(self._json(detail, page, next_url))
-        points = db.timeline(self.store, detail.line.id)
+            return JSONResponse(self._json(detail, figures.failures, page, next_url))
         response = self.site.pages.page(
             request, "staff/send.html", **context(
                 staffer, send=detail.line, detail=detail, reckoning=detail.reckoning(), page=page,
                 chosen=chosen, after=after, next_url=next_url, send_path=send_path,
                 first_url=f"{send_path}?{urlencode(filters)}" if filters else send_path,
                 csv_url=f"{send_path}/recipients.csv" + (f"?{urlencode(filters)}" if filters else ""),
-                actions={name: (ACTIONS[name], count) for name, count in affected(detail).items()},
-                chart=chart(points, self.site.settings.publication.zone), statuses=tuple(DeliveryStatus),
+                actions={name: (ACTIONS[name], count) for name, count in affected(detail, figures.failures).items()},
+                failures=figures.failures, statuses=tuple(DeliveryStatus),
+                chart=chart(figures.minutes, figures.timeline, self.site.settings.publication.zone),
                 report=detail.check_report, done=ACTIONS[done].done if (done := request.query_params.get(
                     "done", "")) in ACTIONS else None, lease_live=detail.lease_live(utcnow())))
         response.headers["Content-Security-Policy"] = SEND_PAGE_POLICY
         return response
 
-    def _json(self, detail: db.SendDetail, page: db.RecipientPage, next_url: str | None) -> dict[str, Any]:
+    def _json(self, detail: db.SendDetail, failures: db.Failures, page: db.RecipientPage,
+              next_url: str | None) -> dict[str, Any]:
         return {"send": {**detail.line.to_dict(), "override_reason": detail.override_reason,
                          "check_report": detail.check_report, "runner": detail.runner,
                          "lease_until": detail.lease_until.isoformat() if detail.lease_until else None},
                 "reconciliation": dict(detail.reckoning()),
                 "failure_reasons": [{"status": status, "reason": reason, "count": count}
-                                    for status, reason, count in detail.reasons],
+                                    for status, reason, count in failures.reasons],
                 "recipients": [row.to_dict() for row in page.rows],
                 "next_after": page.next_after, "next": next_url}
 
     async def csv(self, request: Request, staffer: Staffer) -> Response:
         """Exactly the rows the page's filter selects, streamed a chunk at a time; formula cells defused."""
-        detail = self._detail(request)
-        if isinstance(detail, Response):
-            return detail
+        send_id = int(request.path_params["send_id"])
+        if not db.exists(self.store, send_id):
+            return error_page(self.site, request, 404, "There is no such send.")
         try:
             chosen, _ = self._filter(request)
         except db.BadQuery as exc:
             return error_page(self.site, request, 400, str(exc))
-        rows = db.every_recipient(self.store, detail.line.id, chosen)
+        rows = db.every_recipient(self.store, send_id, chosen)
         return StreamingResponse(_csv_chunks(rows), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": f'attachment; filename="send-{detail.line.id}-recipients.csv"'})
+            "Content-Disposition": f'attachment; filename="send-{send_id}-recipients.csv"'})
 
     async def preview(self, request: Request, staffer: Staffer) -> Response:
         html = db.edition_html(self.store, int(request.path_params["send_id"]))
@@ -208,7 +241,7 @@ class SendPages:
         action = ACTIONS.get(request.path_params["action"])
         if action is None:
             return error_page(self.site, request, 404)
-        allowed = affected(detail)
+        allowed = affected(detail, db.failures(self.store, detail.line.id))
         if action.name not in allowed:
             return error_page(self.site, request, 409, f"Send {detail.line.id} is {detail.line.status}: it cannot "
                                                        f"be given '{action.title}' now.")

@@ -3,8 +3,9 @@
 ``ix_deliveries_send_id`` (send_id, id) lets a page of a send's recipients start
 at a cursor (keyset pagination) instead of skipping rows; the expression index
 ``ix_deliveries_send_email`` (send_id, lower(email), id) serves a search by the
-start of an address; ``ix_deliveries_send_status_sent`` (send_id, status,
-sent_at) counts accepted messages per minute from the index alone. A send keeps
+start of an address; ``ix_deliveries_send_status_settled`` (send_id,
+status, updated_at) counts accepted and failed messages per minute from the index
+alone (a row's updated_at is when it was settled; provider events leave it be). A send keeps
 the check report its edition passed (or was forced past) when it was created.
 
 Revision ID: 0007_console_sends
@@ -24,7 +25,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_index("ix_deliveries_send_id", "deliveries", ["send_id", "id"])
     op.create_index("ix_deliveries_send_email", "deliveries", ["send_id", sa.text("lower(email)"), "id"])
-    op.create_index("ix_deliveries_send_status_sent", "deliveries", ["send_id", "status", "sent_at"])
+    op.create_index("ix_deliveries_send_status_settled", "deliveries", ["send_id", "status", "updated_at"])
     with op.batch_alter_table("sends") as table:
         table.add_column(sa.Column("check_report", sa.JSON, nullable=True))
 
@@ -32,6 +33,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("sends") as table:
         table.drop_column("check_report")
-    op.drop_index("ix_deliveries_send_status_sent", "deliveries")
+    op.drop_index("ix_deliveries_send_status_settled", "deliveries")
     op.drop_index("ix_deliveries_send_email", "deliveries")
     op.drop_index("ix_deliveries_send_id", "deliveries")
