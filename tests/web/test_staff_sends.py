@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import io
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,8 @@ def mixed(project: Path, settings: Settings, store: Store, staff) -> int:
                 for row, (status, kind, text) in zip(claimed.rows, kinds, strict=True)]
     assert db.settle(store, send_id, OWNER, claimed.batch_id, outcomes, lease_seconds=60)
     db.release(store, send_id, OWNER)
-    summary = asyncio.run(send.run_send(store, settings, send_id))
+    with ThreadPoolExecutor(1) as thread:  # its own thread: a browser test may run an event loop in this one
+        summary = thread.submit(asyncio.run, send.run_send(store, settings, send_id)).result()
     assert summary.counts == {"sent": 32, "failed": 4, "uncertain": 2, "suppressed": 2}
     return send_id
 
