@@ -353,3 +353,24 @@ def test_a_long_send_is_drawn_in_wider_buckets_that_still_add_up(mixed, store) -
     assert minutes == 3 and len(points) <= console_db.TIMELINE_BARS
     assert sum(accepted for _, accepted, _ in points) == 32 and sum(failed for _, _, failed in points) == 4
     assert [moment for moment, _, _ in points] == sorted(moment for moment, _, _ in points)
+
+
+def test_retry_of_a_paused_send_still_held_by_its_sender_queues_and_says_to_resume(client, mixed, store) -> None:
+    assert db.requeue(store, mixed, "resend") == 2  # reopened: paused, as the CLI leaves it
+    with store.begin() as connection:
+        connection.execute(sends.update().where(sends.c.id == mixed).values(
+            runner="elsewhere:1:alive", lease_until=utcnow() + dt.timedelta(minutes=1)))
+    token = _editor(client)
+    answer = _act(client, token, mixed, "retry")
+    assert answer.status_code == 409 and "3 row(s) queued again" in answer.text and "resume it then" in answer.text
+    record = db.send_record(store, mixed)
+    assert record.status == SendStatus.PAUSED and record.runner == "elsewhere:1:alive"
+    assert _rows(store, mixed)["queued"] == 5 and _audited(store, "send retry") == [f"send {mixed}"]
+
+
+def test_every_send_route_sends_an_anonymous_visitor_to_sign_in(client, mixed) -> None:
+    for tail in ("", "?format=json", "/recipients.csv", "/preview", *(f"/{name}" for name in ACTION_NAMES)):
+        answer = client.get(f"/staff/sends/{mixed}{tail}", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/staff/login?next=")
+    for tail in ("/test", *(f"/{name}" for name in ACTION_NAMES)):
+        assert client.post(f"/staff/sends/{mixed}{tail}", data={"confirm": "yes"}).status_code == 401

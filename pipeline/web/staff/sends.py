@@ -47,6 +47,10 @@ TEST_ADDRESSES_MAX = 10
 FIGURES_KEPT = 64  # sends whose failures and timeline are kept in memory
 
 
+class Partly(SendError):
+    """An action made its first move (rows queued again) but not its second (the hand-off to the runner)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Action:
     """An editor's action on a send: what it is called, what it does, and whom it affects."""
@@ -267,6 +271,10 @@ class SendPages:
         send_id, name = detail.line.id, staffer.user.name
         try:
             outcome = self._perform(action.name, send_id, name)
+        except Partly as exc:  # rows were queued again: that is recorded, and the page says what is left to do
+            audit(self.store, user_name=name, action=f"send {action.name}", target=f"send {send_id}",
+                  detail=str(exc), now=utcnow())
+            return error_page(self.site, request, 409, str(exc))
         except SendError as exc:
             return error_page(self.site, request, 409, str(exc))
         audit(self.store, user_name=name, action=f"send {action.name}", target=f"send {send_id}",
@@ -289,8 +297,10 @@ class SendPages:
         try:
             send_store.hand_to_runner(self.store, send_id, f"{count} row(s) queued again from the console by {by}; "
                                                            "'newsletter run' sends them")
-        except SendBusy:
-            return f"{count} row(s) queued again; the sender holding the send sends them"
+        except SendBusy as exc:
+            if send_store.send_record(self.store, send_id).status == SendStatus.SENDING:
+                return f"{count} row(s) queued again; {exc.runner}, which is sending it, sends them"
+            raise Partly(f"{count} row(s) queued again, but {exc}; resume it then") from None
         return f"{count} row(s) queued again; handed to 'newsletter run'"
 
     async def test_send(self, request: Request, staffer: Staffer) -> Response:
