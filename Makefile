@@ -76,6 +76,7 @@ bench: setup
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_links.py
 	$(PY) benchmarks/bench_webhooks.py
+	$(PY) benchmarks/bench_console.py
 
 # Style and types: ruff, then mypy over the package (which ships py.typed), the tests and benchmarks.
 check: $(STAMP)

@@ -219,6 +219,9 @@ def test_check_gate_refuses_and_force_reason_is_recorded(project: Path, settings
     assert code == 0, err
     with store.begin() as connection:
         assert connection.scalar(select(sends.c.override_reason)) == "the editor approved it"
+        report = connection.scalar(select(sends.c.check_report))  # kept with the send, for the console
+    assert report is not None and report["ok"] is False
+    assert any(problem["severity"] == "error" for problem in report["problems"])
     assert isinstance(ChecksFailed("x"), Exception)
 
 

@@ -88,9 +88,9 @@ def _schedule_draft(args: argparse.Namespace, settings: Settings, store: Store, 
     from pipeline.when import describe
 
     schedule.require_future(at, tz)  # before the build: a mistyped time fails fast
-    build, override = checked_build(args.target, args, settings)
+    build, report, override = checked_build(args.target, args, settings)
     send_id = schedule.schedule_build(store, settings, build, at, timezone=tz.key,
-                                      override_reason=override.reason if override else None)
+                                      override_reason=override.reason if override else None, report=report)
     print(f"send {send_id}: {build.edition.name} scheduled for {describe(at, tz)}")
     print("it is rebuilt and checked again when it fires; 'newsletter run' must be running then")
     return 0

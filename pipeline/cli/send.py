@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.build import Build
-from pipeline.checks import Override
+from pipeline.checks import Override, Report
 from pipeline.cli.common import add_draft, add_format, add_gate, draft_folder, parse_send_id
 from pipeline.config import Settings
 from pipeline.errors import SendError
@@ -81,20 +81,21 @@ def run_send_command(args: argparse.Namespace, settings: Settings) -> int:
     return _run(store, settings, target, progress=not args.no_progress)
 
 
-def checked_build(draft: str, args: argparse.Namespace, settings: Settings) -> tuple[Build, Override | None]:
+def checked_build(draft: str, args: argparse.Namespace,
+                  settings: Settings) -> tuple[Build, Report, Override | None]:
     """Build the draft once and pass it through the check gate (``--offline``, ``--force --reason``);
-    return the build and the override, if any, to record with the send."""
+    return the build, its report and the override, if any, to record with the send."""
     from pipeline.checks import require_passing
     from pipeline.prepare import checked
 
     build, report = asyncio.run(checked(draft_folder(draft, settings), settings, offline=args.offline))
-    return build, require_passing(report, force=args.force, reason=args.reason)
+    return build, report, require_passing(report, force=args.force, reason=args.reason)
 
 
 def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import send
 
-    build, override = checked_build(args.draft, args, settings)
+    build, report, override = checked_build(args.draft, args, settings)
     edition = build.edition
     if args.test:
         addresses = [address.strip() for address in args.test.split(",") if address.strip()]
@@ -106,7 +107,7 @@ def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
     store = Store.from_settings(settings)
     owner = send.sender_id()
     send_id = send.create_send(store, settings, edition, built_path=str(build.folder),
-                               override_reason=override.reason if override else None, owner=owner)
+                               override_reason=override.reason if override else None, owner=owner, report=report)
     lease = send.Lease(store, send_id, seconds=settings.send.lease_seconds, owner=owner)
     print(f"send {send_id}: {edition.name} to {send.queued_count(store, send_id)} recipient(s)"
           + (f" (checks overridden: {override.reason})" if override else ""))

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from pipeline import send
 from pipeline.build import Build
+from pipeline.checks import Report
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError, ScheduleError
 from pipeline.prepare import prepare
@@ -38,11 +39,11 @@ def require_future(at: dt.datetime, tz: ZoneInfo) -> None:
 
 
 def schedule_build(store: Store, settings: Settings, build: Build, at: dt.datetime, *, timezone: str,
-                   override_reason: str | None = None) -> int:
+                   override_reason: str | None = None, report: Report | None = None) -> int:
     """Schedule an (already checked) build for ``at``; its draft is rebuilt and re-checked then."""
     require_future(at, zone(timezone))
     return send.schedule_send(store, settings, build.edition, built_path=str(build.folder), at=at,
-                              timezone=timezone, override_reason=override_reason)
+                              timezone=timezone, override_reason=override_reason, report=report)
 
 
 def move(store: Store, send_id: int, at: dt.datetime) -> None:

@@ -111,7 +111,7 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
         move(store, latest.id, "cancel", "replaced by a newer version of the draft")
     built = write_build(edition, settings)  # the edition already rendered above: no second render
     send_id = send.schedule_send(store, settings, edition, built_path=str(built.folder), at=at,
-                                 timezone=settings.publication.timezone)
+                                 timezone=settings.publication.timezone, report=report)
     log.info("send %s: %s scheduled from its send_at for %s UTC", send_id, edition.name, f"{at:%Y-%m-%d %H:%M}")
 
 

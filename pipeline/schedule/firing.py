@@ -66,7 +66,8 @@ def _rebuild_and_queue(store: Store, settings: Settings, send_id: int, lease: se
         return _hold(store, settings, send_id, lease, f"{len(report.errors)} check error(s) at send time: {problems}")
     edition = build.edition
     if not db.queue_fired(store, send_id, lease.owner, send.stored(edition, str(build.folder)),
-                          audience=edition.draft.meta.audience, provider=settings.provider.name):
+                          audience=edition.draft.meta.audience, provider=settings.provider.name,
+                          check_report=report.to_dict()):
         log.warning("send %s: the lease was lost while the draft was rebuilt; left to whoever holds it", send_id)
         return False
     log.info("send %s: %s firing (content %s)", send_id, edition.name, edition.content_hash[:12])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from pipeline.checks import Report
 from pipeline.config import Settings
 from pipeline.render import Edition
 from pipeline.send.direct import send_direct, send_test
@@ -32,21 +33,25 @@ def stored(edition: Edition, built_path: str) -> StoredEdition:
 
 
 def create_send(store: Store, settings: Settings, edition: Edition, *, built_path: str,
-                override_reason: str | None = None, owner: str | None = None) -> int:
+                override_reason: str | None = None, owner: str | None = None, report: Report | None = None) -> int:
     """A send of ``edition`` to its audience, queued now; leased to ``owner`` if given (who runs it with a
-    ``Lease`` of that owner), otherwise left for whichever sender acquires it."""
+    ``Lease`` of that owner), otherwise left for whichever sender acquires it. ``report``, the checks it
+    passed, is kept with the send for staff to read."""
     return db.create_send(store, stored(edition, built_path), status=SendStatus.SENDING,
                           audience=edition.draft.meta.audience, provider=settings.provider.name,
-                          override_reason=override_reason, owner=owner, lease_seconds=settings.send.lease_seconds)
+                          override_reason=override_reason, owner=owner, lease_seconds=settings.send.lease_seconds,
+                          check_report=report.to_dict() if report is not None else None)
 
 
 def schedule_send(store: Store, settings: Settings, edition: Edition, *, built_path: str, at: dt.datetime,
-                  timezone: str, override_reason: str | None = None) -> int:
-    """A send of ``edition`` at ``at``; its draft is rebuilt and re-checked then, and its audience queued."""
+                  timezone: str, override_reason: str | None = None, report: Report | None = None) -> int:
+    """A send of ``edition`` at ``at``; its draft is rebuilt and re-checked then (that report replaces
+    ``report``), and its audience queued."""
     return db.create_send(store, stored(edition, built_path), status=SendStatus.SCHEDULED,
                           audience=edition.draft.meta.audience, provider=settings.provider.name,
                           scheduled_at=at.astimezone(dt.UTC), override_reason=override_reason,
-                          draft_path=str(edition.draft.folder.resolve()), timezone=timezone)
+                          draft_path=str(edition.draft.folder.resolve()), timezone=timezone,
+                          check_report=report.to_dict() if report is not None else None)
 
 
 def pause_send(store: Store, send_id: int) -> None:

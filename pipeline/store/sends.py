@@ -155,9 +155,10 @@ def _delivery_move(move: str) -> tuple[list[str], str]:
 def create_send(store: Store, edition: StoredEdition, *, status: SendStatus, audience: str | None, provider: str,
                 scheduled_at: dt.datetime | None = None, override_reason: str | None = None,
                 draft_path: str | None = None, timezone: str | None = None, owner: str | None = None,
-                lease_seconds: float = 0) -> int:
-    """Record the edition and a send of it. A send created ``sending`` queues its audience at once, owned by
-    ``owner``; a ``scheduled`` one queues it when it fires (``queue_fired``)."""
+                lease_seconds: float = 0, check_report: dict[str, Any] | None = None) -> int:
+    """Record the edition and a send of it, with the check report it passed (or was forced past). A send
+    created ``sending`` queues its audience at once, owned by ``owner``; a ``scheduled`` one queues it when it
+    fires (``queue_fired``)."""
     if status not in (S.SENDING, S.SCHEDULED):
         raise ValueError(f"a send is created scheduled or sending, not {status}")
     now = utcnow()
@@ -177,6 +178,7 @@ def create_send(store: Store, edition: StoredEdition, *, status: SendStatus, aud
             draft_path=draft_path, timezone=timezone, nonce=secrets.token_hex(8),
             queued_at=now if status == S.SENDING else None,
             runner=owner if owned else None, lease_until=_until(lease_seconds, now) if owned else None,
+            check_report=check_report,
         )))
         if status == S.SENDING:
             _queue(connection, send_id, edition.name, audience, now)
@@ -200,16 +202,17 @@ def claim_scheduled(store: Store, send_id: int, owner: str, *, lease_seconds: fl
 
 
 def queue_fired(store: Store, send_id: int, owner: str, edition: StoredEdition, *, audience: str | None,
-                provider: str) -> bool:
-    """Record the edition as rebuilt when the send fired (the content actually sent) and queue its audience;
-    False, and nothing written, if the send is no longer ``owner``'s."""
+                provider: str, check_report: dict[str, Any] | None = None) -> bool:
+    """Record the edition as rebuilt when the send fired (the content actually sent), with the report of its
+    re-check, and queue its audience; False, and nothing written, if the send is no longer ``owner``'s."""
     now = utcnow()
     with store.begin() as connection:
         if not _still_owned(connection, send_id, owner, now, lease_seconds=None):
             return False
         edition_id = _record_edition(connection, edition, now)
+        values: dict[str, Any] = {"check_report": check_report} if check_report is not None else {}
         connection.execute(update(sends).where(sends.c.id == send_id).values(
-            edition_id=edition_id, audience=audience, provider=provider, queued_at=now))
+            edition_id=edition_id, audience=audience, provider=provider, queued_at=now, **values))
         _queue(connection, send_id, edition.name, audience, now)
     return True
 
@@ -470,6 +473,26 @@ def operator_move(store: Store, send_id: int, name: str, reason: str) -> SendRec
             connection.execute(update(deliveries).where(deliveries.c.send_id == send_id,
                                                         deliveries.c.status.in_(sources))
                                .values(status=target, error_class="cancelled", error_text=reason, updated_at=now))
+    return send_record(store, send_id)
+
+
+def hand_to_runner(store: Store, send_id: int, reason: str) -> SendRecord:
+    """Resume a send without running it here (move ``resume`` with no lease holder): ``newsletter run``
+    resumes a ``sending`` send whose lease has expired, so it takes this one on its next tick. The console
+    uses this, since a web process must not run a send. A live lease is never stolen: SendBusy while another
+    sender holds it; SendError, saying why, for a send that cannot be resumed."""
+    now = utcnow()
+    with store.begin() as connection:
+        record = _record(connection, send_id, lock=True)
+        if record.status not in SEND_MOVES["resume"].sources:
+            raise SendError(refusal(record, "resume"))
+        if record.queued_at is None:
+            raise SendError(f"send {send_id} fired, but its runner stopped before it queued the audience; "
+                            "'newsletter run' fires it again (nothing was sent)")
+        if record.runner and record.lease_until and record.lease_until > now:
+            raise SendBusy(send_id, record.runner, record.lease_until)
+        connection.execute(update(sends).where(sends.c.id == send_id).values(
+            status=SEND_MOVES["resume"].target, runner=None, lease_until=None, status_reason=reason))
     return send_record(store, send_id)
 
 

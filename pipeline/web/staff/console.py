@@ -6,10 +6,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pipeline.store import reports
 from pipeline.web.site import Site
-from pipeline.web.staff import admin, calendar, people
-from pipeline.web.staff.auth import PREFIX, Auth, Staffer, context
+from pipeline.web.staff import admin, calendar, people, sends
+from pipeline.web.staff.auth import PREFIX, Auth, Staffer
 
 
 def routes(site: Site) -> list[BaseRoute]:
@@ -18,14 +17,10 @@ def routes(site: Site) -> list[BaseRoute]:
     async def home(request: Request, staffer: Staffer) -> Response:
         return RedirectResponse(auth.path("/sends"), status_code=303)
 
-    async def sends(request: Request, staffer: Staffer) -> Response:
-        lines = reports.send_lines(site.store)
-        return site.pages.page(request, "staff/sends.html", **context(staffer, sends=lines))
-
     return [
         *auth.routes(),
         Route(f"{PREFIX}/", auth.page("viewer", home), methods=["GET"]),
-        Route(f"{PREFIX}/sends", auth.page("viewer", sends), methods=["GET"]),
+        *sends.routes(site, auth),
         *people.routes(site, auth),
         *calendar.routes(site, auth),
         *admin.routes(site, auth),
