@@ -2,14 +2,14 @@
 scans the whole delivery log (the unique key starts with the send).
 
 Revision ID: 0008_deliveries_by_subscriber
-Revises: 0006_staff
+Revises: 0007_console_sends
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
 revision = "0008_deliveries_by_subscriber"
-down_revision = "0006_staff"
+down_revision = "0007_console_sends"
 branch_labels = None
 depends_on = None
 
