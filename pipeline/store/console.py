@@ -217,20 +217,18 @@ def exists(store: Store, send_id: int) -> bool:
 
 
 def failures(store: Store, send_id: int) -> Failures:
-    """The send's transient failures, and its failed and uncertain rows grouped by reason (these read the
-    failed rows themselves: the console keeps the answer while the send's counts stay the same)."""
+    """The send's transient failures, and its failed and uncertain rows grouped by reason, from one reading of
+    those rows (the console keeps the answer while the send's counts stay the same)."""
     with store.read() as connection:
-        transient = int(connection.scalar(select(func.count()).select_from(deliveries).where(
-            deliveries.c.send_id == send_id, deliveries.c.status == D.FAILED,
-            deliveries.c.error_class == "transient")) or 0)
-        reasons = connection.execute(
+        groups = connection.execute(
             select(deliveries.c.status, deliveries.c.error_class, deliveries.c.error_text, func.count().label("n"))
             .where(deliveries.c.send_id == send_id, deliveries.c.status.in_([D.FAILED, D.UNCERTAIN]))
-            .group_by(deliveries.c.status, deliveries.c.error_class, deliveries.c.error_text)
-            .order_by(func.count().desc()).limit(20)).all()
+            .group_by(deliveries.c.status, deliveries.c.error_class, deliveries.c.error_text)).all()
+    transient = sum(int(g.n) for g in groups if g.status == D.FAILED and g.error_class == "transient")
+    commonest = sorted(groups, key=lambda g: (-int(g.n), g.status, g.error_class or "", g.error_text or ""))[:20]
     return Failures(transient=transient, reasons=tuple(
-        (r.status, ": ".join(p for p in (r.error_class, r.error_text) if p) or "no reason given", int(r.n))
-        for r in reasons))
+        (g.status, ": ".join(p for p in (g.error_class, g.error_text) if p) or "no reason given", int(g.n))
+        for g in commonest))
 
 
 def edition_html(store: Store, send_id: int) -> str | None:
