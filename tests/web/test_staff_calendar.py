@@ -113,6 +113,8 @@ def test_cancel_is_confirmed_then_made_and_audited(client, store, planned) -> No
     assert _send(store, planned).status == "cancelled"
     assert audit_db.audit_log(store, target=f"send:{planned}")[0].action == "schedule cancel"
     assert client.get(path).status_code == 409  # cancelled is final
+    twin = client.get("/staff/schedule?format=json").json()  # never going out: past, though its time is ahead
+    assert twin["upcoming"] == [] and [row["id"] for row in twin["rows"]] == [planned]
     assert client.get(f"/staff/schedule/{planned}/move").status_code == 409
     assert client.get("/staff/schedule/9999/move").status_code == 404
 

@@ -255,6 +255,9 @@ def test_an_editor_filters_opens_exports_retries_and_cancels(page, world: World)
     page.get_by_role("button", name=f"Cancel send {world.planned}").click()
     page.wait_for_url(f"{base}/staff/schedule?*done=cancelled*")
     check(page, "cancelled")
+    past = page.get_by_role("region", name="Sends that had a time, newest first")
+    assert past.get_by_role("link", name=str(world.planned), exact=True).count() == 1  # it will never go out
+    assert page.get_by_role("region", name="Scheduled sends, soonest first").count() == 0
     assert db.send_record(store, world.planned).status == SendStatus.CANCELLED
     assert [(entry.user_name, entry.target) for entry in staff_db.audit_log(store)
             if entry.action == "schedule cancel"] == [("ed", f"send:{world.planned}")]

@@ -42,8 +42,10 @@ def _row(line: ScheduledLine) -> dict[str, Any]:
 
 
 def split(lines: list[ScheduledLine], now: dt.datetime) -> tuple[list[ScheduledLine], list[ScheduledLine]]:
-    """(upcoming soonest first, past newest first): a send still waiting for its time is upcoming."""
-    upcoming = [line for line in lines if line.status == SendStatus.SCHEDULED or (line.at and line.at > now)]
+    """(upcoming soonest first, past newest first): a send still waiting for its time is upcoming; a cancelled
+    one never goes out, so it is past even when its time is still ahead."""
+    upcoming = [line for line in lines if line.status == SendStatus.SCHEDULED
+                or (line.at and line.at > now and line.status != SendStatus.CANCELLED)]
     past = [line for line in reversed(lines) if line not in upcoming]
     return upcoming, past
 
