@@ -44,6 +44,7 @@ def create_app(settings: Settings, store: Store | None = None, *, provider: Prov
         routes = [Mount(prefix, routes=routes)]
     app = Starlette(routes=routes, exception_handlers=error_handlers(site),
                     middleware=[Middleware(Guard, max_body_bytes=settings.web.max_body_bytes,
+                                           private=urls.path_of(urls.console(settings)),
                                            https=settings.publication.base_url.startswith("https://"))])
     app.state.site = site
     return app

@@ -4,7 +4,7 @@
   may use inline styles, nothing else does), ``X-Frame-Options: DENY``,
   ``Referrer-Policy: no-referrer`` (a token in the address must not leak to a linked
   site), ``X-Content-Type-Options: nosniff``; and ``Cache-Control: no-store`` on pages
-  named by a token.
+  named by a token and on the staff console.
 * A request body larger than ``[web] max_body_bytes`` is refused with 413 before it is
   read in full, whether or not it says its length.
 * A form is accepted only with the CSRF token of its page: a random value in a cookie
@@ -63,8 +63,9 @@ def redacted(path: str) -> str:
 class Guard:
     """Pure ASGI middleware: security headers, the body limit, the access log."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, https: bool):
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, https: bool, private: str = "/staff"):
         self.app, self.max_body, self.https = app, max_body_bytes, https
+        self.private = private.rstrip("/")  # the console: its pages show personal data, never cached
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +102,9 @@ class Guard:
                 headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), interest-cohort=()")
                 if self.https:
                     headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-                if _TOKEN_IN_PATH.match(scope.get("path", "")):
+                path_now = scope.get("path", "")
+                if _TOKEN_IN_PATH.match(path_now) or path_now == self.private or \
+                        path_now.startswith(self.private + "/"):
                     headers["Cache-Control"] = "no-store"
             await send(message)
 

@@ -64,6 +64,8 @@ def test_sign_in_opens_a_session_and_goes_where_it_was_asked(client, staff) -> N
     assert "Secure" in cookie and "Path=/staff" in cookie
     page = client.get("/staff/sends")
     assert page.status_code == 200 and "vera (viewer)" in page.text
+    assert page.headers["cache-control"] == "no-store"  # personal data: never kept by a browser or a proxy
+    assert client.get("/staff/login").headers["cache-control"] == "no-store"
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/staff", "/u/x", "javascript:alert(1)"])
