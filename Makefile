@@ -59,6 +59,7 @@ demo: setup $(DEMO_SECRET)
 	@echo "The email: build/$(SAMPLE)/email.html (desktop.png and mobile.png beside it)."
 	@echo "What each subscriber received: the .eml files under outbox/ (newsletter logs SEND_ID lists them)."
 	@echo "The web side (unsubscribe, signup, preferences, archive): make serve, then http://127.0.0.1:8025/"
+	@echo "The staff console: newsletter users add NAME --role admin, then http://127.0.0.1:8025/staff/"
 
 # The web side for a person to click around (Ctrl-C stops it).
 serve: setup $(DEMO_SECRET)
