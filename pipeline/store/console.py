@@ -201,7 +201,12 @@ def send_detail(store: Store, send_id: int, *,
         row = connection.execute(_send_query().where(sends.c.id == send_id)).first()
         if row is None:
             return None
-        key = (send_id, row.status, row.status_reason, row.finished_at)
+        # A settled send's rows stay as they are but for one move: a provider's report on an uncertain row
+        # (``observe``, uncertain -> sent) leaves the send's status alone, so the key counts those rows too
+        # (a range of the ``(send_id, status)`` index, as few as the uncertain rows).
+        uncertain = connection.scalar(select(func.count()).select_from(deliveries).where(
+            deliveries.c.send_id == send_id, deliveries.c.status == D.UNCERTAIN)) if kept is not None else 0
+        key = (send_id, row.status, row.status_reason, row.finished_at, uncertain)
         counts = kept.get(key) if kept is not None and row.status in SETTLED_SENDS else None
         if counts is None:
             counts = _counts(connection, send_id)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from pipeline import accounts, csvcells, send
 from pipeline.config import Settings
@@ -22,7 +22,7 @@ from pipeline.store import console as console_db
 from pipeline.store import sends as db
 from pipeline.store import staff as staff_db
 from pipeline.store.calendar import live
-from pipeline.store.states import SEND_MOVES, DeliveryStatus, SendStatus, send_moves_from
+from pipeline.store.states import DELIVERY_MOVES, SEND_MOVES, DeliveryStatus, SendStatus, send_moves_from
 from pipeline.store.tables import deliveries, sends, suppressions
 from pipeline.web.staff import sends as pages
 from tests.conftest import sender_died
@@ -374,3 +374,20 @@ def test_every_send_route_sends_an_anonymous_visitor_to_sign_in(client, mixed) -
         assert answer.status_code == 303 and answer.headers["location"].startswith("/staff/login?next=")
     for tail in ("/test", *(f"/{name}" for name in ACTION_NAMES)):
         assert client.post(f"/staff/sends/{mixed}{tail}", data={"confirm": "yes"}).status_code == 401
+
+
+def test_a_provider_report_on_an_uncertain_row_of_a_finished_send_shows_at_once(client, mixed, store) -> None:
+    """A sent send's counts are kept between views, but ``observe`` (uncertain -> sent, from a webhook) changes
+    its rows without changing its status: the next view must count it."""
+    sign_in(client, "vera")
+    before = client.get(f"/staff/sends/{mixed}?format=json").json()["reconciliation"]
+    assert before["uncertain"] == 2
+    move = DELIVERY_MOVES["observe"]
+    with store.begin() as connection:
+        first = connection.scalar(select(deliveries.c.id).where(deliveries.c.send_id == mixed,
+                                                                deliveries.c.status == DeliveryStatus.UNCERTAIN)
+                                  .order_by(deliveries.c.id).limit(1))
+        connection.execute(update(deliveries).values(status=move.target)
+                           .where(deliveries.c.id == first, deliveries.c.status.in_(sorted(move.sources))))
+    after = client.get(f"/staff/sends/{mixed}?format=json").json()["reconciliation"]
+    assert (after["uncertain"], after["sent"]) == (1, before["sent"] + 1)
