@@ -271,6 +271,16 @@ def _queue(connection: Connection, send_id: int, edition_name: str, audience: st
 # ---------------------------------------------------------------- the lease
 
 
+def _check_resumable(record: SendRecord) -> None:
+    """SendError, saying why, unless the send may make move ``resume``: a status it allows, and its audience
+    queued (a send that fired but whose runner stopped before queueing is fired again, not resumed)."""
+    if record.status not in SEND_MOVES["resume"].sources:
+        raise SendError(refusal(record, "resume"))
+    if record.queued_at is None:
+        raise SendError(f"send {record.id} fired, but its runner stopped before it queued the audience; "
+                        "'newsletter run' fires it again (nothing was sent)")
+
+
 def acquire(store: Store, send_id: int, owner: str, *, lease_seconds: float, provider: str,
             idempotent: bool) -> SendRecord:
     """Make ``owner`` the send's sender (move ``resume``), and settle the rows a sender whose lease expired left
@@ -280,11 +290,7 @@ def acquire(store: Store, send_id: int, owner: str, *, lease_seconds: float, pro
     now = utcnow()
     with store.begin() as connection:
         record = _record(connection, send_id, lock=True)
-        if record.status not in SEND_MOVES["resume"].sources:
-            raise SendError(refusal(record, "resume"))
-        if record.queued_at is None:
-            raise SendError(f"send {send_id} fired, but its runner stopped before it queued the audience; "
-                            "'newsletter run' fires it again (nothing was sent)")
+        _check_resumable(record)
         if record.provider != provider:
             raise SendError(f"send {send_id} was started with the {record.provider} provider; resume it with that "
                             f"one (the settings name {provider})")
@@ -484,11 +490,7 @@ def hand_to_runner(store: Store, send_id: int, reason: str) -> SendRecord:
     now = utcnow()
     with store.begin() as connection:
         record = _record(connection, send_id, lock=True)
-        if record.status not in SEND_MOVES["resume"].sources:
-            raise SendError(refusal(record, "resume"))
-        if record.queued_at is None:
-            raise SendError(f"send {send_id} fired, but its runner stopped before it queued the audience; "
-                            "'newsletter run' fires it again (nothing was sent)")
+        _check_resumable(record)
         if record.runner and record.lease_until and record.lease_until > now:
             raise SendBusy(send_id, record.runner, record.lease_until)
         connection.execute(update(sends).where(sends.c.id == send_id).values(
