@@ -18,6 +18,7 @@ from pipeline.web.staff.auth import PREFIX, Auth, Staffer, context
 from pipeline.web.staff.forms import (
     PAGE_SIZE,
     BadInput,
+    confirm_page,
     first_link,
     json_twin,
     next_link,
@@ -87,15 +88,15 @@ class Admin:
 
     def _password_form(self, request: Request, staffer: Staffer, user: StaffUser, *, status: int = 200,
                        error: str | None = None) -> Response:
-        return self.site.pages.page(request, "staff/confirm.html", status=status, **context(
-            staffer, heading=f"New password for {user.name}?",
+        return confirm_page(
+            self.site, request, staffer, status=status, heading=f"New password for {user.name}?",
             lede=f"Every session of {user.name} ends; they sign in again with the new password. Tell it to them "
                  "by a safe way.",
             action=self.auth.path(f"/users/{user.name}/password"), button=f"Set the password of {user.name}",
             back=self.auth.path("/users"), error=error,
             fields=[{"name": "password", "label": "New password", "type": "password", "value": "",
                      "autocomplete": "new-password", "maxlength": accounts.MAX_PASSWORD,
-                     "hint": f"At least {accounts.MIN_PASSWORD} characters."}]))
+                     "hint": f"At least {accounts.MIN_PASSWORD} characters."}])
 
     async def ask_password(self, request: Request, staffer: Staffer) -> Response:
         return self._password_form(request, staffer, self._user(request))
@@ -120,12 +121,12 @@ class Admin:
 
     async def ask_remove(self, request: Request, staffer: Staffer) -> Response:
         user = self._removable(request, staffer)
-        return self.site.pages.page(request, "staff/confirm.html", **context(
-            staffer, heading=f"Remove {user.name} ({user.role})?",
+        return confirm_page(
+            self.site, request, staffer, heading=f"Remove {user.name} ({user.role})?",
             lede=f"{user.name} can no longer sign in, and their sessions and API token stop working. The audit "
                  "log keeps what they did.",
             action=self.auth.path(f"/users/{user.name}/remove"), button=f"Remove {user.name}",
-            back=self.auth.path("/users"), error=None, fields=[]))
+            back=self.auth.path("/users"))
 
     async def remove(self, request: Request, staffer: Staffer) -> Response:
         user = self._removable(request, staffer)

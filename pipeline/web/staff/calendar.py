@@ -25,7 +25,7 @@ from pipeline.store import utcnow
 from pipeline.store.states import SEND_MOVES, SendStatus
 from pipeline.web.site import Site
 from pipeline.web.staff.auth import PREFIX, Auth, Staffer, context
-from pipeline.web.staff.forms import BadInput, json_twin, plain, wants_json
+from pipeline.web.staff.forms import BadInput, confirm_page, json_twin, plain, wants_json
 from pipeline.when import describe, parse_when
 
 # Sends that have not fired: the only ones this page moves or cancels.
@@ -95,8 +95,8 @@ class Calendar:
     def _move_form(self, request: Request, staffer: Staffer, entry: db.Entry, *, value: str, fold: str = "",
                    status: int = 200, error: str | None = None) -> Response:
         when = describe(entry.at, self.zone) if entry.at else "no time"
-        return self.site.pages.page(request, "staff/confirm.html", status=status, **context(
-            staffer, heading=f"Move send {entry.id} ({entry.edition})?",
+        return confirm_page(
+            self.site, request, staffer, status=status, heading=f"Move send {entry.id} ({entry.edition})?",
             lede=f"It is {entry.status}, for {when}. The new time is read in {self.zone.key}; the draft is "
                  "rebuilt and checked again when it fires.",
             action=self.auth.path(f"/schedule/{entry.id}/move"), button=f"Move send {entry.id}",
@@ -104,7 +104,7 @@ class Calendar:
             fields=[{"name": "at", "label": f"New time ({self.zone.key})", "type": "datetime-local",
                      "value": value, "hint": "The date and the time of day, in the publication's zone."},
                     {"name": "fold", "label": "If the clocks fall back at that time, send", "type": "select",
-                     "options": FOLDS, "value": fold}]))
+                     "options": FOLDS, "value": fold}])
 
     async def ask_move(self, request: Request, staffer: Staffer) -> Response:
         entry = self._entry(request, MOVABLE, "moved")
@@ -140,12 +140,12 @@ class Calendar:
     async def ask_cancel(self, request: Request, staffer: Staffer) -> Response:
         entry = self._entry(request, CANCELLABLE, "cancelled")
         when = describe(entry.at, self.zone) if entry.at else "no time"
-        return self.site.pages.page(request, "staff/confirm.html", **context(
-            staffer, heading=f"Cancel send {entry.id} ({entry.edition})?",
+        return confirm_page(
+            self.site, request, staffer, heading=f"Cancel send {entry.id} ({entry.edition})?",
             lede=f"It is {entry.status}, for {when}. Cancelled, it never goes out; nobody has been sent it yet. "
                  "This cannot be undone (schedule the draft again instead).",
             action=self.auth.path(f"/schedule/{entry.id}/cancel"), button=f"Cancel send {entry.id}",
-            back=self.auth.path("/schedule"), error=None, fields=[]))
+            back=self.auth.path("/schedule"))
 
     async def cancel(self, request: Request, staffer: Staffer) -> Response:
         entry = self._entry(request, CANCELLABLE, "cancelled")

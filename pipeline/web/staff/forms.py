@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from pipeline.oneline import breaking_character
 from pipeline.web.guard import error_page
 from pipeline.web.site import Site
-from pipeline.web.staff.auth import Endpoint, Staffer
+from pipeline.web.staff.auth import Endpoint, Staffer, context
 
 PAGE_SIZE = 50
 FORMATS = ("html", "json")
@@ -42,6 +42,15 @@ def plain(site: Site, endpoint: Endpoint) -> Endpoint:
             return error_page(site, request, exc.status, exc.message)
 
     return answered
+
+
+def confirm_page(site: Site, request: Request, staffer: Staffer, *, heading: str, lede: str, action: str,
+                 button: str, back: str, fields: list[dict[str, Any]] | None = None, error: str | None = None,
+                 status: int = 200) -> Response:
+    """The confirmation step of a console action: what it does, its fields, one button that posts it."""
+    return site.pages.page(request, "staff/confirm.html", status=status, **context(
+        staffer, heading=heading, lede=lede, action=action, button=button, back=back, error=error,
+        fields=fields or []))
 
 
 def one_line(name: str, value: str, *, longest: int) -> str:

@@ -31,6 +31,7 @@ from pipeline.web.staff.auth import PREFIX, Auth, Staffer, context
 from pipeline.web.staff.forms import (
     PAGE_SIZE,
     BadInput,
+    confirm_page,
     first_link,
     form_text,
     json_twin,
@@ -129,11 +130,12 @@ class People:
     def _confirm(self, request: Request, staffer: Staffer, person: Reader, *, verb: str, lede: str,
                  status: int = 200, error: str | None = None) -> Response:
         path = self.auth.path(f"/subscribers/{person.id}")
-        return self.site.pages.page(request, "staff/confirm.html", status=status, **context(
-            staffer, heading=f"{verb.capitalize()} {person.email}?", lede=lede, action=f"{path}/{verb}",
+        return confirm_page(
+            self.site, request, staffer, status=status, heading=f"{verb.capitalize()} {person.email}?", lede=lede,
+            action=f"{path}/{verb}",
             button=f"{verb.capitalize()} {person.email}", back=path, error=error,
             fields=[{"name": "reason", "label": "Reason (kept in the audit log)", "type": "text",
-                     "maxlength": REASON_LENGTH, "value": ""}]))
+                     "maxlength": REASON_LENGTH, "value": ""}])
 
     def _unsubscribe_lede(self, person: Reader) -> str:
         return (f"{person.email} will get no further editions: the address is suppressed, and their rows still "
