@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 MAX_ID = 2**63 - 1  # the largest id a database row can have
 
@@ -19,6 +25,18 @@ def parse_send_id(text: str) -> int:
     if not 0 < value <= MAX_ID:
         raise argparse.ArgumentTypeError(f"no send has the id {text} (see 'newsletter logs')")
     return value
+
+
+@contextmanager
+def opened_store(settings: Settings) -> Iterator[Store]:
+    """The settings' store, migrated, closed when the command is done (imported here, when a command needs it)."""
+    from pipeline.store import Store
+
+    store = Store.from_settings(settings)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 def add_draft(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:

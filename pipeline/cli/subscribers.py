@@ -7,9 +7,9 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.cli.common import opened_store
 from pipeline.config import Settings
 from pipeline.errors import SubscriberError
 from pipeline.store import Store
@@ -23,15 +23,6 @@ from pipeline.subscribers import (
     list_subscribers,
     unsubscribe,
 )
-
-
-@contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
-    store = Store.from_settings(settings)
-    try:
-        yield store
-    finally:
-        store.dispose()
 
 
 def import_file(name: str, settings: Settings) -> Path:
@@ -55,7 +46,7 @@ def format_import(report: ImportReport, path: Path) -> str:
 
 def import_command(args: argparse.Namespace, settings: Settings) -> int:
     path = import_file(args.file, settings)
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         report = import_subscribers(store, path, dry_run=args.dry_run, resubscribe=args.resubscribe)
     for rejection in report.rejected:
         print(f"{path}:{rejection.line}: {rejection.reason}", file=sys.stderr)
@@ -82,7 +73,7 @@ def _print_json(listing: Iterator[Subscriber]) -> None:
 
 
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         if args.format == "csv":
             export_subscribers(store, sys.stdout, tag=args.tag, status=args.status)
         else:
@@ -106,7 +97,7 @@ def _export_to_file(store: Store, out: Path, *, tag: str | None, status: str | N
 
 
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         if args.out is None:
             count = export_subscribers(store, sys.stdout, tag=args.tag, status=args.status)
             print(f"exported {count} subscriber(s)", file=sys.stderr)  # stdout holds the CSV
@@ -117,7 +108,7 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def unsubscribe_command(args: argparse.Namespace, settings: Settings) -> int:
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         known = unsubscribe(store, args.email, reason=args.reason, source="command line")
     if known:
         print(f"unsubscribed {args.email} ({args.reason})")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
+from pipeline.cli.common import opened_store
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError
-from pipeline.store import Store
 
 CLI = "cli"  # who the audit log says acted, for a change made at the command line
 
@@ -48,15 +46,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     remove.set_defaults(run=remove_command)
 
 
-@contextmanager
-def _store(settings: Settings) -> Iterator[Store]:
-    store = Store.from_settings(settings)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -73,7 +62,7 @@ def add_command(args: argparse.Namespace, settings: Settings) -> int:
 
     accounts.checked_name(args.name)
     password = _password(args)
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         accounts.add(store, args.name, args.role, password, by=CLI)
     print(f"added {args.name} ({args.role})")
     return 0
@@ -82,7 +71,7 @@ def add_command(args: argparse.Namespace, settings: Settings) -> int:
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.store import staff
 
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         found = staff.users(store)
     print(f"{'NAME':<24} {'ROLE':<8} {'API TOKEN':<10} CREATED")
     for user in found:
@@ -96,7 +85,7 @@ def passwd_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import accounts
 
     password = _password(args)
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         accounts.change_password(store, args.name, password, by=CLI)
     print(f"new password for {args.name}; their sessions have ended")
     return 0
@@ -105,7 +94,7 @@ def passwd_command(args: argparse.Namespace, settings: Settings) -> int:
 def token_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import accounts
 
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         token = accounts.new_token(store, args.name, by=CLI)
     print(token)
     print(f"the API token of {args.name}: send it as 'Authorization: Bearer <token>'; it is not shown again",
@@ -116,7 +105,7 @@ def token_command(args: argparse.Namespace, settings: Settings) -> int:
 def remove_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import accounts
 
-    with _store(settings) as store:
+    with opened_store(settings) as store:
         accounts.remove(store, args.name, by=CLI)
     print(f"removed {args.name}")
     return 0
