@@ -19,7 +19,7 @@ import csv
 import datetime as dt
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -34,7 +34,7 @@ from pipeline.errors import SubscriberError
 from pipeline.oneline import breaking_character
 from pipeline.store import Store, utcnow
 from pipeline.store import subscribers as db
-from pipeline.store.audience import TAG
+from pipeline.store.audience import TAG, stored_tags, tags_of
 from pipeline.store.tables import LISTED_STATUSES, SUBSCRIBER_STATUSES
 
 COLUMNS = ("email", "name", "tags", "status")
@@ -112,15 +112,6 @@ def email_key(text: str) -> str:
         return validate_email(text.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
         raise SubscriberError(f"not an email address: {text!r}: {exc}") from None
-
-
-def tags_of(stored: str) -> tuple[str, ...]:
-    """The tags of a stored ";a;b;" value."""
-    return tuple(tag for tag in stored.split(";") if tag)
-
-
-def stored_tags(tags: Iterable[str]) -> str:
-    return ";" + "".join(f"{tag};" for tag in tags)
 
 
 # Import ------------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ so that an audience is picked with LIKE '%;tag;%' and never loaded into memory."
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, and_, true
 
@@ -12,6 +13,16 @@ from pipeline.store.states import SubscriberStatus
 from pipeline.store.tables import subscribers
 
 TAG = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def tags_of(stored: str) -> tuple[str, ...]:
+    """The tags of a stored ";a;b;" value."""
+    return tuple(tag for tag in stored.split(";") if tag)
+
+
+def stored_tags(tags: Iterable[str]) -> str:
+    """Tags as stored: sorted, each once, between semicolons (";" when none)."""
+    return ";" + "".join(f"{tag};" for tag in sorted(set(tags)))
 
 
 def normal_tag(tag: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select
 
 from pipeline.store import Store
+from pipeline.store.audience import tags_of
 from pipeline.store.subscribers import listing_filter
 from pipeline.store.tables import deliveries, editions, events, sends, subscribers
 
@@ -72,12 +73,8 @@ class Person:
     events: list[Happened]
 
 
-def _tags(stored: str) -> tuple[str, ...]:
-    return tuple(tag for tag in stored.split(";") if tag)
-
-
 def _line(row) -> PersonLine:
-    return PersonLine(id=row.id, email=row.email, name=row.name, status=row.status, tags=_tags(row.tags),
+    return PersonLine(id=row.id, email=row.email, name=row.name, status=row.status, tags=tags_of(row.tags),
                       created_at=row.created_at, unsubscribed_at=row.unsubscribed_at,
                       unsubscribe_channel=row.unsubscribe_channel)
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, and_, or_, select
 
 from pipeline.store import Store
+from pipeline.store.audience import stored_tags, tags_of
 from pipeline.store.states import SUBSCRIBER_MOVES, SubscriberStatus
 from pipeline.store.subscribers import erased_key, suppress_in
 from pipeline.store.tables import deliveries, editions, events, sends, signups, subscribers, suppressions
@@ -48,14 +49,6 @@ class Confirmed:
     subscriber_id: int | None = None
 
 
-def _tags(stored: str) -> tuple[str, ...]:
-    return tuple(tag for tag in stored.split(";") if tag)
-
-
-def _stored(tags: set[str] | tuple[str, ...]) -> str:
-    return ";" + "".join(f"{tag};" for tag in sorted(set(tags)))
-
-
 def _new_id(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
@@ -67,7 +60,7 @@ def reader(store: Store, subscriber_id: int) -> Reader | None:
         row = connection.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).first()
     if row is None:
         return None
-    return Reader(id=row.id, email=row.email, email_key=row.email_key, name=row.name, tags=_tags(row.tags),
+    return Reader(id=row.id, email=row.email, email_key=row.email_key, name=row.name, tags=tags_of(row.tags),
                   status=SubscriberStatus(row.status))
 
 
@@ -98,9 +91,9 @@ def open_signup(store: Store, *, email: str, email_key: str, name: str, tags: tu
             .order_by(signups.c.id.desc()).limit(1)).first()
         if row is None:
             signup_id = _new_id(connection.execute(signups.insert().values(
-                email=email, email_key=email_key, name=name, tags=_stored(tags), created_at=now)))
+                email=email, email_key=email_key, name=name, tags=stored_tags(tags), created_at=now)))
             return Ticket(id=signup_id, created_at=now, due=True)
-        connection.execute(signups.update().where(signups.c.id == row.id).values(name=name, tags=_stored(tags)))
+        connection.execute(signups.update().where(signups.c.id == row.id).values(name=name, tags=stored_tags(tags)))
         due = row.mailed_at is None or row.mailed_at <= now - resend_after
         return Ticket(id=row.id, created_at=row.created_at, due=due)
 
@@ -125,20 +118,20 @@ def confirm(store: Store, signup_id: int, *, topics: tuple[str, ...], now: dt.da
         row = connection.execute(select(subscribers).where(subscribers.c.email_key == signup.email_key)).first()
         if signup.confirmed_at is not None and row is not None and row.status == SubscriberStatus.ACTIVE:
             return Confirmed(outcome="already", subscriber_id=row.id)
-        chosen = set(_tags(signup.tags))
+        chosen = set(tags_of(signup.tags))
         if row is None:
             subscriber_id = _new_id(connection.execute(subscribers.insert().values(
-                email=signup.email, email_key=signup.email_key, name=signup.name, tags=_stored(chosen),
+                email=signup.email, email_key=signup.email_key, name=signup.name, tags=stored_tags(chosen),
                 status=SubscriberStatus.ACTIVE, attributes={}, created_at=now, updated_at=now, confirmed_at=now,
                 soft_bounces=0)))
         else:
             subscriber_id = row.id
-            kept = {tag for tag in _tags(row.tags) if tag not in topics}
+            kept = {tag for tag in tags_of(row.tags) if tag not in topics}
             move = SUBSCRIBER_MOVES["confirm"]
             connection.execute(subscribers.update().where(subscribers.c.id == row.id,
                                                           subscribers.c.status.in_(sorted(move.sources)))
                                .values(status=move.target, email=signup.email, name=signup.name or row.name,
-                                       tags=_stored(kept | chosen), updated_at=now, confirmed_at=now,
+                                       tags=stored_tags(kept | chosen), updated_at=now, confirmed_at=now,
                                        soft_bounces=0, unsubscribed_at=None, unsubscribe_channel=None))
         connection.execute(suppressions.delete().where(
             suppressions.c.email_key.in_([signup.email_key, erased_key(signup.email_key)])))
@@ -157,10 +150,10 @@ def update_preferences(store: Store, subscriber_id: int, *, name: str, chosen: t
         row = connection.execute(select(subscribers.c.tags).where(subscribers.c.id == subscriber_id)).first()
         if row is None:
             return
-        kept = {tag for tag in _tags(row.tags) if tag not in topics}
+        kept = {tag for tag in tags_of(row.tags) if tag not in topics}
         connection.execute(subscribers.update().where(subscribers.c.id == subscriber_id,
                                                       subscribers.c.status != SubscriberStatus.ERASED)
-                           .values(name=name, tags=_stored(kept | set(chosen)), updated_at=now))
+                           .values(name=name, tags=stored_tags(kept | set(chosen)), updated_at=now))
 
 
 def _when(value: dt.datetime | None) -> str | None:
@@ -186,7 +179,7 @@ def personal_data(store: Store, subscriber_id: int) -> dict[str, Any]:
                                    .order_by(signups.c.id))
         return {
             "subscriber": {
-                "email": row.email, "name": row.name, "topics": list(_tags(row.tags)), "status": row.status,
+                "email": row.email, "name": row.name, "topics": list(tags_of(row.tags)), "status": row.status,
                 "attributes": row.attributes or {}, "created_at": _when(row.created_at),
                 "updated_at": _when(row.updated_at), "confirmed_at": _when(row.confirmed_at),
                 "unsubscribed_at": _when(row.unsubscribed_at), "unsubscribe_channel": row.unsubscribe_channel,
@@ -201,7 +194,7 @@ def personal_data(store: Store, subscriber_id: int) -> dict[str, Any]:
             "events": [{"kind": e.kind, "by": e.provider, "channel": e.channel, "at": _when(e.occurred_at or
                                                                                           e.received_at),
                         "detail": e.detail, "send": e.send_id} for e in happened],
-            "signups": [{"email": s.email, "name": s.name, "topics": list(_tags(s.tags)),
+            "signups": [{"email": s.email, "name": s.name, "topics": list(tags_of(s.tags)),
                          "created_at": _when(s.created_at), "mailed_at": _when(s.mailed_at),
                          "confirmed_at": _when(s.confirmed_at)} for s in asked],
         }
