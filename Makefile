@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Both create .venv when missing, install the project with its dev extras,
-# install the system packages the screenshots need (Chromium, Latin and CJK fonts),
+# install the system packages the screenshots need (Chromium, Latin and CJK fonts) and the
+# PostgreSQL 15 server the tests start a throwaway cluster of,
 # and axe-core from npm for the accessibility tests.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SAMPLE := 2024-02-22-china-russia-report
-SYSTEM_PACKAGES := chromium fonts-liberation fonts-noto-cjk
+SYSTEM_PACKAGES := chromium fonts-liberation fonts-noto-cjk postgresql-15
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 AXE := tools/node_modules/axe-core/axe.min.js
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends

@@ -111,3 +111,24 @@ def parsed(data: bytes) -> email.message.EmailMessage:
     message = email.message_from_bytes(data, policy=email.policy.strict)
     assert isinstance(message, email.message.EmailMessage)
     return message
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway PostgreSQL cluster for the whole run (``tests/pgcluster.py``), stopped and removed at the end."""
+    from tests.pgcluster import Cluster
+
+    cluster = Cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request: pytest.FixtureRequest) -> str:
+    """The URL of a new, empty database in the throwaway cluster, for this test alone."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + os.urandom(3).hex()
+    url = pg_cluster.create_database(name)
+    yield url
+    pg_cluster.drop_database(name)
