@@ -124,7 +124,7 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture
-def pg_url(pg_cluster, request: pytest.FixtureRequest) -> str:
+def pg_url(pg_cluster, request: pytest.FixtureRequest):
     """The URL of a new, empty database in the throwaway cluster, for this test alone."""
     import re
 
