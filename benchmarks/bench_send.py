@@ -85,6 +85,17 @@ EMULATOR_START_S = 30.0
 LEFTOVER = re.compile(r"\{\{|-(?:name|unsubscribe_url|view_url)(?:_html)?\d*-")
 
 
+def batch_size_of(settings: Any) -> int:
+    """The batch size a send uses: ``[provider] batch_size``, or the provider's own maximum when unset."""
+    from importlib import import_module
+
+    from pipeline.providers import PROVIDERS
+
+    module, _, name = PROVIDERS[settings.provider.name].partition(":")
+    most: int = getattr(import_module(f"pipeline.providers.{module}"), name).max_batch
+    return min(settings.provider.batch_size or most, most)
+
+
 def peak_rss_kib() -> int:
     """Peak resident set size of this process so far, in KiB (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -237,7 +248,7 @@ def child(audience: int) -> dict[str, Any]:
         "audience": audience, "import_s": ready["import_s"], "build_s": ready["build_s"],
         "create_s": created - start, "run_s": finished - created, "send_s": finished - start,
         "setup_peak_kib": setup_peak, "setup_rss_kib": setup_rss, "end_peak_kib": end_peak, "end_rss_kib": end_rss,
-        "outbox": outbox, "batch_size": settings.provider.batch_size,
+        "outbox": outbox, "batch_size": batch_size_of(settings),
     }
 
 
@@ -294,7 +305,7 @@ def http_send_child(provider_name: str, audience: int, base_url: str, profile: b
         "create_s": created - start, "run_s": finished - created, "send_s": finished - start, "cpu_s": cpu,
         "requests": len(sizes), "request_bytes": sum(sizes),
         "setup_peak_kib": setup_peak, "setup_rss_kib": setup_rss, "end_peak_kib": end_peak, "end_rss_kib": end_rss,
-        "batch_size": settings.provider.batch_size, "concurrency": settings.provider.concurrency,
+        "batch_size": batch_size_of(settings), "concurrency": settings.provider.concurrency,
     }
 
 
@@ -362,7 +373,7 @@ def raw_child(provider_name: str, audience: int, base_url: str) -> dict[str, Any
     mail = Mail(label="1", subject=edition.subject, html=edition.email_html, text=edition.email_txt,
                 sender=publication.from_, reply_to=publication.reply_to,
                 list_headers=messages.list_headers(settings, label="1", edition=SAMPLE))
-    batch_size, concurrency = settings.provider.batch_size, settings.provider.concurrency
+    batch_size, concurrency = batch_size_of(settings), settings.provider.concurrency
     full, rest = divmod(audience, batch_size)
     plan = [batch_size] * full + ([rest] if rest else [])
 

@@ -138,7 +138,7 @@ class Checks(_Section):
     allow_hosts: tuple[str, ...] = ()  # local or private hosts links may point to (staging, tests)
     unreachable: Literal["error", "warning"] = "error"  # DNS or connection failure
     link_timeout: float = Field(default=10.0, gt=0)  # seconds per request
-    link_concurrency: int = Field(default=16, ge=1)
+    link_concurrency: int = Field(default=128, ge=1)
     link_per_host: int = Field(default=4, ge=1)
     link_cache_hours: float = Field(default=24.0, ge=0)
     retry_after_cap: float = Field(default=30.0, ge=0)  # longest Retry-After honoured, seconds
@@ -267,7 +267,9 @@ class Provider(_Section):
     name: str = "outbox"  # a name in pipeline.providers.PROVIDERS
     base_url: str | None = None  # default: the provider's real API host
     api_key_env: str | None = None  # e.g. "POSTMARK_SERVER_TOKEN"
-    batch_size: int = Field(default=100, ge=1, le=1000)  # capped by each provider's own limit
+    # recipients per batch; unset: the provider's most (Postmark 500, SendGrid and Mailgun 1,000, Resend 100,
+    # SMTP 100, outbox 1,000); a larger number is capped by it
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
     concurrency: int = Field(default=4, ge=1, le=64)  # batches in flight
     rate_per_second: float = Field(default=0, ge=0)  # messages per second; 0: no limit
     timeout: float = Field(default=30.0, gt=0)  # seconds to wait for an answer

@@ -100,9 +100,11 @@ def recipient(settings: Settings, *, label: str, delivery_id: int, email: str, n
 
 
 def personalise(mail: Mail, person: Recipient) -> tuple[str, str]:
-    """(html, text) of one recipient's message."""
-    return (placeholders.fill(mail.html, person.values, escape=True),
-            placeholders.fill(mail.text, person.values, escape=False))
+    """(html, text) of one recipient's message: the parts, split at their placeholders once per text, joined
+    with the recipient's values (HTML-escaped in the HTML part). The providers that send a message per
+    recipient splice already encoded pieces instead (``providers.http.json_parts``, ``mime``)."""
+    return (placeholders.template(mail.html).fill(person.values, escape=True),
+            placeholders.template(mail.text).fill(person.values, escape=False))
 
 
 def direct_recipient(settings: Settings, *, label: str, delivery_id: int, email: str, view_url: str, nonce: str,

@@ -231,7 +231,7 @@ def test_check_command_exit_codes(project: Path, run_cli) -> None:
 
 def test_settings_are_loaded_for_checks(project: Path) -> None:
     settings = load_settings(project / "newsletter.toml")
-    assert settings.checks.link_concurrency == 16 and settings.checks.link_per_host == 4
+    assert settings.checks.link_concurrency == 128 and settings.checks.link_per_host == 4
 
 
 @pytest.fixture

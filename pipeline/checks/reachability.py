@@ -65,7 +65,7 @@ class LinkOptions:
     """How links are tried: limits, patience, and how long a good answer is trusted."""
 
     timeout: float = 10.0  # seconds per request
-    concurrency: int = 16  # requests in flight at once
+    concurrency: int = 128  # requests in flight at once
     per_host: int = 4  # requests in flight to one scheme, host and port
     max_redirects: int = 10
     retry_after_cap: float = 30.0  # longest Retry-After honoured, seconds

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import html
+import functools
 import json
 import logging
 import time
@@ -39,6 +39,7 @@ from email.utils import formataddr, parsedate_to_datetime
 from typing import Any, ClassVar, Self
 
 import httpx
+import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
@@ -368,6 +369,47 @@ def address(person: Recipient) -> str:
     return formataddr((name, person.email)) if name else person.email
 
 
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON, what ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``
+    gives, at a fraction of its cost (orjson)."""
+    return orjson.dumps(value)
+
+
+def json_fragment(text: str) -> bytes:
+    """``text`` as the inside of a JSON string, without its quotes. JSON escapes character by character, so
+    the fragments of the pieces of a text, joined, are the fragment of the text."""
+    return orjson.dumps(text)[1:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonParts:
+    """A mail's (html, text) split at their placeholders, each constant piece a JSON string fragment, encoded
+    once per send; ``render`` encodes a recipient's values only (HTML-escaped for the HTML part)."""
+
+    html: placeholders.Encoded
+    text: placeholders.Encoded
+
+    def render(self, person: Recipient) -> tuple[bytes, bytes]:
+        """The recipient's (html, text) as the insides of JSON strings: ``personalise``, JSON-encoded."""
+        return self.html.render(person.values, escape=True), self.text.render(person.values, escape=False)
+
+
+@functools.lru_cache(maxsize=8)  # per Mail: once per send, not per batch
+def json_parts(mail: Mail) -> JsonParts:
+    return JsonParts(html=placeholders.template(mail.html).encoded(json_fragment),
+                     text=placeholders.template(mail.text).encoded(json_fragment))
+
+
+def spliced(mail: Mail, person: Recipient, head: dict[str, Any], keys: tuple[str, str],
+            tail: dict[str, Any]) -> bytes:
+    """One recipient's JSON object: ``head``'s members, the personalised html and text under ``keys``, then
+    ``tail``'s, as encoding the whole object gives it; only the small head and tail are encoded here."""
+    html_part, text_part = json_parts(mail).render(person)
+    html_key, text_key = keys
+    return b"".join((json_bytes(head)[:-1], b',"', html_key.encode(), b'":"', html_part, b'","', text_key.encode(),
+                     b'":"', text_part, b'",' if tail else b'"}', json_bytes(tail)[1:] if tail else b""))
+
+
 def tokenised(text: str, token: Callable[[str], str]) -> str:
     """``text`` with every ``{{ placeholder }}`` replaced by ``token(name)``, e.g. ``-name-``."""
     return placeholders.PATTERN.sub(lambda match: token(match[1]), text)
@@ -375,11 +417,11 @@ def tokenised(text: str, token: Callable[[str], str]) -> str:
 
 def escaped_values(person: Recipient) -> dict[str, str]:
     """The recipient's values as the HTML part shows them (HTML-escaped, as ``personalise`` does)."""
-    return {name: html.escape(person.values.get(name, ""), quote=True) for name in placeholders.NAMES}
+    return placeholders.shown(person.values, escape=True)
 
 
 def text_values(person: Recipient) -> dict[str, str]:
-    return {name: person.values.get(name, "") for name in placeholders.NAMES}
+    return placeholders.shown(person.values, escape=False)
 
 
 def error_outcomes(people: Sequence[Recipient], exc: ProviderError) -> list[Outcome]:

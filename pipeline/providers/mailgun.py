@@ -22,7 +22,6 @@ goes out in separate requests. Mailgun has no idempotency key.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -37,6 +36,7 @@ from pipeline.providers.http import (
     RetryPolicy,
     address,
     escaped_values,
+    json_bytes,
     own_headers,
     post,
     read_json,
@@ -86,7 +86,7 @@ class MailgunProvider(HttpProvider):
         fields += [(f"h:{name}", f"%recipient.{variable}%") for name, variable in own.items()]
         fields += [("v:send", mail.label), ("v:delivery", "%recipient.delivery%")]
         variables = {person.email: _variables(mail, person, own) for person in people}
-        fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False, separators=(",", ":"))))
+        fields.append(("recipient-variables", json_bytes(variables).decode()))
         return fields
 
     async def _send_part(self, mail: Mail, people: Sequence[Recipient]) -> list[Outcome]:

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from pipeline.config import Settings
 from pipeline.mail import Batch, Outcome, Recipient
-from pipeline.mime import MessageTemplate
+from pipeline.mime import MessageTemplate, message_template
 
 
 class OutboxProvider:
@@ -45,7 +45,7 @@ class OutboxProvider:
             for debris in folder.glob(".*.part"):
                 debris.unlink(missing_ok=True)
             self._swept.add(folder)
-        template = MessageTemplate(batch.mail)
+        template = message_template(batch.mail)
         # File writes wait on the disk, not the CPU: in a thread, batches in flight overlap them.
         return await asyncio.to_thread(lambda: [self._write(folder, template, person)
                                                 for person in batch.recipients])

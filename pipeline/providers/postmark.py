@@ -15,11 +15,15 @@ of the answer (in input order) has its own ``ErrorCode``:
 A request holds at most 500 messages and 50 MB; a larger batch is split. A
 message over Postmark's 10 MB limit fails (permanent) without being sent.
 Postmark has no idempotency key.
+
+Each message is spliced, not encoded whole: the edition's parts are JSON-encoded
+once per send between their placeholders (``http.json_parts``), and a message
+is its few own fields, encoded, around those pieces joined with the recipient's
+values — what encoding ``message`` gives, parsed alike, at a fraction of the cost.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -28,7 +32,16 @@ import httpx
 from pipeline.config import Settings
 from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
-from pipeline.providers.http import HttpProvider, RetryPolicy, address, message_headers, post, read_json, send_parts
+from pipeline.providers.http import (
+    HttpProvider,
+    RetryPolicy,
+    address,
+    message_headers,
+    post,
+    read_json,
+    send_parts,
+    spliced,
+)
 
 MAX_MESSAGES = 500
 MAX_REQUEST_BYTES = 50 * 1000 * 1000
@@ -64,24 +77,26 @@ class PostmarkProvider(HttpProvider):
         return await send_parts(groups, send_part) + too_large
 
     def message(self, mail: Mail, person: Recipient) -> dict[str, Any]:
-        """One recipient's message as Postmark's JSON object."""
+        """One recipient's message as Postmark's JSON object (what ``_encode`` sends, as a dict)."""
         html, text = personalise(mail, person)
-        message: dict[str, Any] = {
-            "From": mail.sender,
-            "To": address(person),
-            "Subject": mail.subject,
-            "HtmlBody": html,
-            "TextBody": text,
+        return {**self._head(mail, person), "HtmlBody": html, "TextBody": text, **self._tail(mail, person)}
+
+    def _head(self, mail: Mail, person: Recipient) -> dict[str, Any]:
+        return {"From": mail.sender, "To": address(person), "Subject": mail.subject}
+
+    def _tail(self, mail: Mail, person: Recipient) -> dict[str, Any]:
+        tail: dict[str, Any] = {
             "Headers": [{"Name": name, "Value": value} for name, value in message_headers(mail, person).items()],
             "MessageStream": self.message_stream,
             "Metadata": {"send": mail.label, "delivery": str(person.delivery_id)},
         }
         if mail.reply_to:
-            message["ReplyTo"] = mail.reply_to
-        return message
+            tail["ReplyTo"] = mail.reply_to
+        return tail
 
     def _encode(self, mail: Mail, person: Recipient) -> bytes:
-        return json.dumps(self.message(mail, person), ensure_ascii=False, separators=(",", ":")).encode()
+        """``message`` as JSON, spliced: the head and tail objects encoded, the bodies joined from pieces."""
+        return spliced(mail, person, self._head(mail, person), ("HtmlBody", "TextBody"), self._tail(mail, person))
 
     async def _send_part(self, people: Sequence[Recipient], body: bytes) -> list[Outcome]:
         response = await post(self.client, f"{self.base_url}/email/batch", policy=self.policy, idempotent=False,

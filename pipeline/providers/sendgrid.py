@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -31,6 +30,7 @@ from pipeline.providers.http import (
     HttpProvider,
     chunks,
     escaped_values,
+    json_bytes,
     own_headers,
     post,
     send_parts,
@@ -84,7 +84,7 @@ class SendGridProvider(HttpProvider):
         return body
 
     async def _send_part(self, mail: Mail, people: Sequence[Recipient]) -> list[Outcome]:
-        body = json.dumps(self.request_body(mail, people), ensure_ascii=False, separators=(",", ":")).encode()
+        body = json_bytes(self.request_body(mail, people))
         response = await post(self.client, f"{self.base_url}/v3/mail/send", policy=self.policy, idempotent=False,
                               key=self.key, content=body,
                               headers={"Authorization": f"Bearer {self.key.value}", "Accept": "application/json",

@@ -69,7 +69,7 @@ from pydantic import SecretStr
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, ProviderAuthError, ProviderError, ProviderUnavailable
 from pipeline.mail import Batch, Outcome, Recipient
-from pipeline.mime import MessageTemplate
+from pipeline.mime import message_template
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class SmtpProvider:
         if self._refused is not None:
             raise self._refused
         sender = parseaddr(batch.mail.sender)[1]
-        template = MessageTemplate(batch.mail)
+        template = message_template(batch.mail)
         # Every message is built before the first goes out, so a failure to build one cannot cut a batch in two.
         messages = [template.render(person) for person in batch.recipients]
         outcomes: list[Outcome] = []
