@@ -23,10 +23,13 @@ The rules that make a send exactly-once across crashes:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import TypeVar
 
 from pipeline import messages, urls
 from pipeline.config import Settings
@@ -42,6 +45,7 @@ from pipeline.store.states import DeliveryStatus
 
 log = logging.getLogger("newsletter.send")
 ProgressHook = Callable[[int], object]
+_T = TypeVar("_T")
 StopCheck = Callable[[], bool]
 
 
@@ -82,7 +86,7 @@ class _Pump:
         self.send_id = lease.send_id
         self.provider, self.on_progress = provider, on_progress
         self.bucket = TokenBucket(store, provider.name, settings.provider.rate_per_second)
-        self.batch_size = min(settings.provider.batch_size, provider.max_batch)
+        self.batch_size = min(settings.provider.batch_size or provider.max_batch, provider.max_batch)
         self.record = record
         name, subject, html, text = db.sent_parts(store, self.send_id)
         publication = settings.publication
@@ -92,10 +96,23 @@ class _Pump:
         self.view_url = urls.edition(settings, name)
         self.failures_in_a_row = 0
         self.stopped = False
+        # One thread does this sender's database work, in the order it was asked for: the event loop only
+        # moves bytes, and SQLite sees one writer per process.
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{self.send_id}-db")
+
+    async def _call(self, function: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(function, *args,
+                                                                                            **kwargs))
 
     async def run(self, should_stop: StopCheck) -> None:
+        try:
+            await self._run(should_stop)
+        finally:
+            self._db.shutdown(wait=True)  # a transaction under way is finished, never left half-done
+
+    async def _run(self, should_stop: StopCheck) -> None:
         in_flight: set[asyncio.Task[None]] = set()
-        orphans = db.orphaned_batches(self.store, self.send_id)
+        orphans = await self._call(db.orphaned_batches, self.store, self.send_id)
         try:
             while not self.stopped and not self.lease.lost.is_set() and not should_stop():
                 if len(in_flight) >= self.settings.provider.concurrency:
@@ -106,7 +123,7 @@ class _Pump:
                 # Wait for the rate limit before claiming, not after: rows claimed and then kept waiting
                 # would be in flight, and uncertain, if the sender died during the wait.
                 await self.bucket.take(self.batch_size)
-                claimed = self._next(orphans)
+                claimed = await self._call(self._next, orphans)
                 self.bucket.give_back(self.batch_size - (len(claimed.rows) if claimed else 0))
                 if claimed is None:
                     break
@@ -145,8 +162,8 @@ class _Pump:
                               provider_message_id=outcome.provider_message_id, error_class=outcome.error_class,
                               error_text=outcome.error_text, suppress=outcome.suppress,
                               email=emails.get(outcome.delivery_id, "")) for outcome in outcomes]
-        if not db.settle(self.store, self.send_id, self.lease.owner, batch.id, settled,
-                         lease_seconds=self.lease.seconds):
+        if not await self._call(db.settle, self.store, self.send_id, self.lease.owner, batch.id, settled,
+                                     lease_seconds=self.lease.seconds):
             self.lease.lost.set()
             log.error("send %s: the lease was lost with batch %s in flight; its %d outcome(s) are not recorded "
                       "(the sender that took the send over settles those rows)", self.send_id, batch.id,
