@@ -6,6 +6,7 @@ import email
 import email.message
 import email.policy
 import os
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -30,16 +31,54 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the store, or is marked ``databases``, runs once on SQLite and once on PostgreSQL
+    (ids ``[sqlite]`` and ``[postgresql]``); the rest run on SQLite alone, where the database does not matter."""
+    if "database" in metafunc.fixturenames and (
+            "store" in metafunc.fixturenames or metafunc.definition.get_closest_marker("databases")):
+        metafunc.parametrize("database", DATABASES, indirect=True, scope="function")
+
+
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the sample project (settings, templates, drafts) in a temporary folder, as cwd."""
+def database(request: pytest.FixtureRequest) -> str:
+    """Which database this test runs on: ``sqlite`` unless parametrised (see ``pytest_generate_tests``)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def database_url(database: str, request: pytest.FixtureRequest) -> str | None:
+    """The URL the project's ``[database] url`` is set to: None for the sample's own SQLite file, or a fresh
+    PostgreSQL database copied from the migrated template (``pg_template``)."""
+    if database == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_migrated_url")
+    return url
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None) -> Path:
+    """A copy of the sample project (settings, templates, drafts) in a temporary folder, as cwd; its
+    newsletter.toml names the test's database, so commands run in it or in a subprocess use that one."""
     folder = tmp_path / "project"
     folder.mkdir()
     shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
     shutil.copytree(ROOT / "templates", folder / "templates")
     shutil.copytree(ROOT / "drafts", folder / "drafts")
+    if database_url is not None:
+        point_at(folder / "newsletter.toml", database_url)
     monkeypatch.chdir(folder)
     return folder
+
+
+def point_at(toml: Path, url: str) -> None:
+    """Set the ``[database] url`` of a newsletter.toml."""
+    text, replaced = re.subn(r'(?m)^url = "sqlite:///newsletter.db"$', f'url = "{url}"',
+                             toml.read_text(encoding="utf-8"))
+    assert replaced == 1, f"{toml} has no [database] url line"
+    toml.write_text(text, encoding="utf-8")
 
 
 SECRET = "a-test-signing-secret-of-32-bytes-at-least"
@@ -54,7 +93,7 @@ def settings(project: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings):
-    """The project's real SQLite store, migrated."""
+    """The project's real store, migrated: its SQLite file, or its PostgreSQL database."""
     from pipeline.store import Store
 
     store = Store.from_settings(settings)
@@ -123,12 +162,39 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory):
     cluster.stop()
 
 
+def _database_name(request: pytest.FixtureRequest) -> str:
+    return "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + os.urandom(3).hex()
+
+
 @pytest.fixture
 def pg_url(pg_cluster, request: pytest.FixtureRequest):
     """The URL of a new, empty database in the throwaway cluster, for this test alone."""
-    import re
-
-    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + os.urandom(3).hex()
+    name = _database_name(request)
     url = pg_cluster.create_database(name)
+    yield url
+    pg_cluster.drop_database(name)
+
+
+TEMPLATE = "newsletter_template"
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster) -> str:
+    """A database migrated once per run, to copy: ``CREATE DATABASE ... TEMPLATE`` costs a file copy, where
+    running every migration again costs a second per test."""
+    from pipeline.store import Store
+
+    pg_cluster.create_database(TEMPLATE)
+    store = Store(pg_cluster.url(TEMPLATE))
+    store.migrate()
+    store.dispose()  # a template must have no connections when it is copied
+    return TEMPLATE
+
+
+@pytest.fixture
+def pg_migrated_url(pg_cluster, pg_template: str, request: pytest.FixtureRequest):
+    """The URL of a new database with every migration applied (a copy of the template), for this test alone."""
+    name = _database_name(request)
+    url = pg_cluster.create_database(name, template=pg_template)
     yield url
     pg_cluster.drop_database(name)

@@ -31,8 +31,10 @@ class Recording:
     smtputf8: ClassVar[bool] = False
     max_batch: ClassVar[int] = 5
 
-    def __init__(self, fail_with: BaseException | None = None, fail_batches: set[int] | None = None):
+    def __init__(self, fail_with: BaseException | None = None, fail_batches: set[int] | None = None,
+                 gather: int = 0):
         self.batches: list[Batch] = []
+        self.gather = gather  # hold each batch (up to 2 s) until this many are in flight: a slow provider
         self.in_flight = self.most_in_flight = 0
         self.fail_with, self.fail_batches = fail_with, fail_batches
 
@@ -42,6 +44,10 @@ class Recording:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await asyncio.sleep(0.01)
+        for _ in range(400):
+            if self.in_flight >= self.gather:
+                break
+            await asyncio.sleep(0.005)
         self.in_flight -= 1
         if self.fail_with is not None and (self.fail_batches is None or number in self.fail_batches):
             raise self.fail_with
@@ -55,7 +61,7 @@ class Recording:
 def test_batches_in_flight_never_exceed_concurrency(project: Path, settings, store: Store) -> None:
     _audience(store, project, _many(60))
     send_id = _start(store, settings, _edition(project, settings))
-    provider = Recording()
+    provider = Recording(gather=3)
     summary = asyncio.run(send.run_send(store, _with(settings, concurrency=3), send_id, provider=provider))
     assert summary.counts == {"sent": 60}
     assert provider.most_in_flight == 3

@@ -13,5 +13,5 @@ def test_migrated_schema_matches_the_tables(store) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         differences = [diff for diff in compare_metadata(context, metadata)
                        if not (isinstance(diff, tuple) and diff[0] == "remove_table" and
-                               diff[1].name in ("alembic_version", "apscheduler_jobs"))]
+                               diff[1].name == "alembic_version")]
     assert differences == []

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -49,8 +49,13 @@ class SharedJobStore(SQLAlchemyJobStore):
 
     Each runner may fire a job another runner also fired (the send's claim
     decides who sends); removing a job another runner already removed is then
-    not an error.
+    not an error. Its table is made by the store's migrations (``tables.apscheduler_jobs``),
+    under their lock: starting creates nothing, so two runners starting on an
+    empty database do not race to create it.
     """
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        BaseJobStore.start(self, scheduler, alias)  # not SQLAlchemyJobStore.start, which creates the table
 
     def remove_job(self, job_id: str) -> None:
         try:

@@ -30,11 +30,12 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def insert_new(connection: Connection, table: Table, key: Column[Any]) -> Insert:
-    """``INSERT ... ON CONFLICT (key) DO NOTHING`` on SQLite and PostgreSQL alike: a row that is there
-    already stays as it is, in one statement, so two writers never race between a check and an insert."""
+def insert_new(connection: Connection, table: Table, *key: Column[Any]) -> Insert:
+    """``INSERT ... ON CONFLICT (key...) DO NOTHING`` on SQLite and PostgreSQL alike: a row that is there
+    already stays as it is, in one statement, so two writers never race between a check and an insert (on
+    PostgreSQL the second waits for the first to commit, then inserts nothing)."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key])
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=list(key))
 
 
 def database_url(url: str, root: Path) -> str:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -34,6 +34,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Row as DbRow
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from pipeline.errors import SendBusy, SendError
@@ -52,6 +54,7 @@ from pipeline.store.tables import UTCDateTime, deliveries, editions, sends, subs
 
 D, S = DeliveryStatus, SendStatus
 # What a row handed to the provider may become: the targets of the settle_* moves, all from ``sending``.
+_T = TypeVar("_T")
 SETTLED_AS = frozenset(move.target for name, move in DELIVERY_MOVES.items() if name.startswith("settle_"))
 
 
@@ -163,26 +166,52 @@ def create_send(store: Store, edition: StoredEdition, *, status: SendStatus, aud
         raise ValueError(f"a send is created scheduled or sending, not {status}")
     now = utcnow()
     with store.begin() as connection:
-        active = connection.execute(
-            select(sends.c.id, sends.c.status).join(editions, editions.c.id == sends.c.edition_id)
-            .where(editions.c.name == edition.name, sends.c.status.in_(sorted(ACTIVE_SENDS)))
-        ).first()
-        if active is not None:
-            raise SendError(f"edition {edition.name} already has send {active.id} ({active.status}): "
-                            f"{_what_to_do(active.id, SendStatus(active.status))}")
+        _refuse_if_active(connection, edition.name)  # the usual case, said before anything is written
         edition_id = _record_edition(connection, edition, now)
         owned = status == S.SENDING and owner is not None
-        send_id = _inserted(connection.execute(insert(sends).values(
-            edition_id=edition_id, status=status, audience=audience, provider=provider, scheduled_at=scheduled_at,
-            created_at=now, started_at=now if owned else None, status_reason="", override_reason=override_reason,
-            draft_path=draft_path, timezone=timezone, nonce=secrets.token_hex(8),
+        insert_send = insert(sends).values(
+            edition_id=edition_id, edition_name=edition.name, status=status, audience=audience, provider=provider,
+            scheduled_at=scheduled_at, created_at=now, started_at=now if owned else None, status_reason="",
+            override_reason=override_reason, draft_path=draft_path, timezone=timezone, nonce=secrets.token_hex(8),
             queued_at=now if status == S.SENDING else None,
             runner=owner if owned else None, lease_until=_until(lease_seconds, now) if owned else None,
             check_report=check_report,
-        )))
+        )
+        # Another process creating a send of this edition at the same moment passed the check too: the index
+        # of one active send per edition makes this insert wait for it, then fail.
+        send_id = _inserted(_holding_edition(connection, edition.name, lambda: connection.execute(insert_send)))
         if status == S.SENDING:
             _queue(connection, send_id, edition.name, audience, now)
     return send_id
+
+
+def _active_send(connection: Connection, edition_name: str, *, other_than: int | None = None) -> DbRow[Any, Any] | None:
+    query = select(sends.c.id, sends.c.status).where(sends.c.edition_name == edition_name,
+                                                     sends.c.status.in_(sorted(ACTIVE_SENDS)))
+    if other_than is not None:
+        query = query.where(sends.c.id != other_than)
+    return connection.execute(query).first()
+
+
+def _refuse_if_active(connection: Connection, edition_name: str, *, other_than: int | None = None) -> None:
+    """SendError, saying what to do, if the edition has an active (scheduled, sending, paused) send."""
+    active = _active_send(connection, edition_name, other_than=other_than)
+    if active is not None:
+        raise SendError(f"edition {edition_name} already has send {active.id} ({active.status}): "
+                        f"{_what_to_do(active.id, SendStatus(active.status))}")
+
+
+def _holding_edition(connection: Connection, edition_name: str, write: Callable[[], _T], *,
+                     send_id: int | None = None) -> _T:
+    """Run ``write``, which makes a send active, in a savepoint: if the index of one active send per edition
+    refuses it (another process made a send of the edition active first), the same SendError as the check
+    before it, never an IntegrityError (whose message would quote the statement)."""
+    try:
+        with connection.begin_nested():
+            return write()
+    except IntegrityError:
+        _refuse_if_active(connection, edition_name, other_than=send_id)
+        raise
 
 
 def _what_to_do(send_id: int, status: SendStatus) -> str:
@@ -212,25 +241,28 @@ def queue_fired(store: Store, send_id: int, owner: str, edition: StoredEdition, 
         edition_id = _record_edition(connection, edition, now)
         values: dict[str, Any] = {"check_report": check_report} if check_report is not None else {}
         connection.execute(update(sends).where(sends.c.id == send_id).values(
-            edition_id=edition_id, audience=audience, provider=provider, queued_at=now, **values))
+            edition_id=edition_id, edition_name=edition.name, audience=audience, provider=provider, queued_at=now,
+            **values))
         _queue(connection, send_id, edition.name, audience, now)
     return True
 
 
 def _record_edition(connection: Connection, edition: StoredEdition, now: dt.datetime) -> int:
-    found = connection.scalar(select(editions.c.id).where(
-        editions.c.name == edition.name, editions.c.content_hash == edition.content_hash))
-    if found is not None:
-        # The same content sent again: the editor's latest ``archive`` decides, and a row recorded before the
-        # archive page was kept gets it (the hash covers web.html, so it is the page that was sent).
-        connection.execute(update(editions).where(editions.c.id == found).values(
-            archived=edition.archived, web_html=func.coalesce(editions.c.web_html, edition.web_html)))
-        return int(found)
-    return _inserted(connection.execute(insert(editions).values(
+    """The id of the edition's row (its name and content hash), inserted if new: ON CONFLICT, so two processes
+    recording the same edition at once both get the one row."""
+    connection.execute(insert_new(connection, editions, editions.c.name, editions.c.content_hash).values(
         name=edition.name, content_hash=edition.content_hash, subject=edition.subject, built_path=edition.built_path,
         email_html=edition.email_html, email_txt=edition.email_txt, web_html=edition.web_html,
         archived=edition.archived, created_at=now,
-    )))
+    ))
+    found = connection.scalar(select(editions.c.id).where(
+        editions.c.name == edition.name, editions.c.content_hash == edition.content_hash))
+    assert found is not None, "the edition was just inserted, or was there"
+    # The same content sent again: the editor's latest ``archive`` decides, and a row recorded before the
+    # archive page was kept gets it (the hash covers web.html, so it is the page that was sent).
+    connection.execute(update(editions).where(editions.c.id == found).values(
+        archived=edition.archived, web_html=func.coalesce(editions.c.web_html, edition.web_html)))
+    return int(found)
 
 
 def _inserted(result: CursorResult[Any]) -> int:
@@ -296,9 +328,10 @@ def acquire(store: Store, send_id: int, owner: str, *, lease_seconds: float, pro
                             f"one (the settings name {provider})")
         if record.runner and record.runner != owner and record.lease_until and record.lease_until > now:
             raise SendBusy(send_id, record.runner, record.lease_until)
-        connection.execute(update(sends).where(sends.c.id == send_id).values(
+        resumed = update(sends).where(sends.c.id == send_id).values(
             runner=owner, lease_until=_until(lease_seconds, now), status=SEND_MOVES["resume"].target,
-            status_reason="", started_at=func.coalesce(sends.c.started_at, literal(now, UTCDateTime))))
+            status_reason="", started_at=func.coalesce(sends.c.started_at, literal(now, UTCDateTime)))
+        _holding_edition(connection, record.edition, lambda: connection.execute(resumed), send_id=send_id)
         if not idempotent:
             sources, target = _delivery_move("settle_uncertain")
             connection.execute(update(deliveries).where(
@@ -493,8 +526,9 @@ def hand_to_runner(store: Store, send_id: int, reason: str) -> SendRecord:
         _check_resumable(record)
         if record.runner and record.lease_until and record.lease_until > now:
             raise SendBusy(send_id, record.runner, record.lease_until)
-        connection.execute(update(sends).where(sends.c.id == send_id).values(
-            status=SEND_MOVES["resume"].target, runner=None, lease_until=None, status_reason=reason))
+        handed = update(sends).where(sends.c.id == send_id).values(
+            status=SEND_MOVES["resume"].target, runner=None, lease_until=None, status_reason=reason)
+        _holding_edition(connection, record.edition, lambda: connection.execute(handed), send_id=send_id)
     return send_record(store, send_id)
 
 
@@ -504,8 +538,9 @@ def reschedule(store: Store, send_id: int, at: dt.datetime) -> SendRecord:
         record = _record(connection, send_id, lock=True)
         if record.status not in SEND_MOVES["reschedule"].sources:
             raise SendError(refusal(record, "reschedule"))
-        connection.execute(update(sends).where(sends.c.id == send_id).values(
-            status=SEND_MOVES["reschedule"].target, scheduled_at=at.astimezone(dt.UTC), status_reason=""))
+        moved = update(sends).where(sends.c.id == send_id).values(
+            status=SEND_MOVES["reschedule"].target, scheduled_at=at.astimezone(dt.UTC), status_reason="")
+        _holding_edition(connection, record.edition, lambda: connection.execute(moved), send_id=send_id)
     return send_record(store, send_id)
 
 
@@ -523,9 +558,10 @@ def requeue(store: Store, send_id: int, name: str, *, error_class: str | None = 
         count = int(connection.execute(update(deliveries).where(condition).values(
             status=target, batch_id=None, error_class=None, error_text=None, updated_at=utcnow())).rowcount or 0)
         if count and record.status in SEND_MOVES["reopen"].sources:
-            connection.execute(update(sends).where(sends.c.id == send_id).values(
+            reopened = update(sends).where(sends.c.id == send_id).values(
                 status=SEND_MOVES["reopen"].target, finished_at=None,
-                status_reason=f"{count} row(s) queued again; resume to send them"))
+                status_reason=f"{count} row(s) queued again; resume to send them")
+            _holding_edition(connection, record.edition, lambda: connection.execute(reopened), send_id=send_id)
     return count
 
 

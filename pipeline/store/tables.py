@@ -18,21 +18,26 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     TypeDecorator,
+    Unicode,
     UniqueConstraint,
     func,
+    text,
 )
 
-from pipeline.store.states import DeliveryStatus, SendStatus, SubscriberStatus
+from pipeline.store.states import ACTIVE_SENDS, DeliveryStatus, SendStatus, SubscriberStatus
 
 SUBSCRIBER_STATUSES = tuple(SubscriberStatus)
 # The statuses a subscriber file may give (erasure is a reader's request, never a column of a file).
 LISTED_STATUSES = tuple(status for status in SubscriberStatus if status != SubscriberStatus.ERASED)
 SEND_STATUSES = tuple(SendStatus)
+# The statuses of a send that holds its edition (``states.ACTIVE_SENDS``), as SQL for the partial index below.
+_ACTIVE = text(f"status IN ({', '.join(repr(str(status)) for status in sorted(ACTIVE_SENDS))})")
 DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
@@ -113,6 +118,9 @@ sends = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
+    # The edition's name, kept here so that one index can say: one active send per edition, whatever its
+    # content hash (two senders creating a send at once: the second waits on the first's row, then fails).
+    Column("edition_name", String(200), nullable=False),
     Column("status", String(20), nullable=False),
     Column("audience", String(200), nullable=True),
     Column("provider", String(50), nullable=False),
@@ -131,6 +139,7 @@ sends = Table(
     Column("queued_at", UTCDateTime, nullable=True),  # when its audience got its rows (a scheduled one: on firing)
     # What ``newsletter check`` found when the send was created (``Report.to_dict()``), shown in the console.
     Column("check_report", JSON, nullable=True),
+    Index("uq_sends_one_active", "edition_name", unique=True, sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
 )
 
 deliveries = Table(
@@ -241,4 +250,14 @@ staff_audit = Table(
     Column("target", String(200), nullable=False, default=""),
     Column("detail", Text, nullable=False, default=""),
     Index("ix_staff_audit_at", "at"),
+)
+
+# APScheduler's job store (``schedule/runner.py``): its own columns, created by the migrations under their lock,
+# never by APScheduler, so two runners starting on an empty database do not race to create it.
+apscheduler_jobs = Table(
+    "apscheduler_jobs",
+    metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
 )
