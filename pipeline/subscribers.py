@@ -352,14 +352,14 @@ def _plan(entry: _Entry, row: Row[Any] | None, suppression: str | None, *, resub
 def _upsert(connection: Connection, chunk: list[_Entry], tally: _Tally, *, resubscribe: bool) -> None:
     stored, suppressed = db.known(connection, [entry.key for entry in chunk])
     now = utcnow()
-    inserts, updates, lifted = [], [], []
+    inserts, updates, lifted, outcomes = [], [], [], {}
     for entry in chunk:
         row = stored.get(entry.key)
         if suppressed.get(entry.key) == ERASED:  # their request outranks any list, --resubscribe included
             tally.rejected.append(Rejection(line=entry.line, reason=ERASED_REASON, text=entry.email))
             continue
         plan = _plan(entry, row, suppressed.get(entry.key), resubscribe=resubscribe)
-        tally.counts[plan.outcome] += 1
+        outcomes[entry.key] = plan.outcome
         if plan.lift:
             lifted.append(entry.key)
         if plan.values is None:
@@ -368,7 +368,12 @@ def _upsert(connection: Connection, chunk: list[_Entry], tally: _Tally, *, resub
             inserts.append({**plan.values, "email_key": entry.key, "created_at": now, "updated_at": now})
         else:
             updates.append({**plan.values, "row_id": row.id, "updated_at": now})
-    db.write_import(connection, inserts=inserts, updates=updates, lifted=lifted)
+    taken = db.write_import(connection, inserts=inserts, updates=updates, lifted=lifted)
+    for key, outcome in outcomes.items():
+        if key not in taken:
+            tally.counts[outcome] += 1
+    if taken:  # stored by someone else since they were looked up: now known, so planned as updates
+        _upsert(connection, [entry for entry in chunk if entry.key in taken], tally, resubscribe=resubscribe)
 
 
 @contextmanager

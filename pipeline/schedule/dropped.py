@@ -25,7 +25,7 @@ from pipeline.build import write_build
 from pipeline.checks import check_edition
 from pipeline.config import Settings
 from pipeline.draft import DRAFT_FILE, read_draft
-from pipeline.errors import NewsletterError, StoreError
+from pipeline.errors import NewsletterError, SendError, StoreError
 from pipeline.notices import notify_staff
 from pipeline.prepare import prepare_draft
 from pipeline.store import Store, utcnow
@@ -110,8 +110,16 @@ def _pick_up(store: Store, settings: Settings, folder: Path, reported: set[tuple
     if latest is not None and latest.status == SendStatus.SCHEDULED:
         move(store, latest.id, "cancel", "replaced by a newer version of the draft")
     built = write_build(edition, settings)  # the edition already rendered above: no second render
-    send_id = send.schedule_send(store, settings, edition, built_path=str(built.folder), at=at,
-                                 timezone=settings.publication.timezone, report=report)
+    try:
+        send_id = send.schedule_send(store, settings, edition, built_path=str(built.folder), at=at,
+                                     timezone=settings.publication.timezone, report=report)
+    except SendError:
+        # Another runner watching the same folder scheduled this very version while this one checked it.
+        latest = latest_for_draft(store, folder)
+        if latest is not None and latest.content_hash == edition.content_hash and latest.at == at:
+            log.info("send %s: %s already scheduled from its send_at by another runner", latest.id, edition.name)
+            return
+        raise
     log.info("send %s: %s scheduled from its send_at for %s UTC", send_id, edition.name, f"{at:%Y-%m-%d %H:%M}")
 
 

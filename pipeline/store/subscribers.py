@@ -51,14 +51,21 @@ def known(connection: Connection, keys: list[str]) -> tuple[dict[str, Row[Any]],
 
 
 def write_import(connection: Connection, *, inserts: list[dict[str, Any]], updates: list[dict[str, Any]],
-                 lifted: list[str]) -> None:
-    """Add new subscribers, update known ones (each update names its ``row_id``), lift suppressions."""
+                 lifted: list[str]) -> set[str]:
+    """Add new subscribers, update known ones (each update names its ``row_id``), lift suppressions. The keys
+    of the inserts that found their address stored already (another import or a signup committed it after it
+    was looked up; on PostgreSQL this insert waited for it): nothing was written for them, to be planned again
+    as updates."""
+    added: set[str] = set()
     if inserts:
-        connection.execute(subscribers.insert(), inserts)
+        rows = sorted(inserts, key=lambda row: row["email_key"])  # one order: two imports never deadlock
+        added = set(connection.scalars(insert_new(connection, subscribers, subscribers.c.email_key)
+                                       .returning(subscribers.c.email_key), rows))
     if updates:
         connection.execute(subscribers.update().where(subscribers.c.id == bindparam("row_id")), updates)
     if lifted:
         connection.execute(suppressions.delete().where(suppressions.c.email_key.in_(lifted)))
+    return {row["email_key"] for row in inserts} - added
 
 
 def stream(connection: Connection, where: ColumnElement[bool]) -> Iterator[Row[Any]]:
