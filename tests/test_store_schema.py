@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
+from pathlib import Path
 
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from pipeline.store import MIGRATIONS, Store, utcnow
 from pipeline.store.tables import metadata
+
+from .conftest import point_at
 
 
 def test_migrated_schema_matches_the_tables(store) -> None:
@@ -15,3 +24,55 @@ def test_migrated_schema_matches_the_tables(store) -> None:
                        if not (isinstance(diff, tuple) and diff[0] == "remove_table" and
                                diff[1].name == "alembic_version")]
     assert differences == []
+
+
+# ---------------------------------------------------------------- a database an earlier version left
+
+
+OLDER = "0008_deliveries_by_subscriber"  # the revision before one active send per edition became an index
+
+
+def _migrated_to(store: Store, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def _older_database_with_two_active_sends(store: Store) -> None:
+    """What an earlier version let two processes make: sends 2 (sending) and 3 (scheduled) of one edition."""
+    _migrated_to(store, OLDER)
+    with store.engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO editions (id, name, content_hash, subject, built_path, email_html, email_txt, created_at, "
+            "archived) VALUES (1, 'weekly', 'abc', 'Weekly', 'build/weekly', '<p>x</p>', 'x', :now, :yes)"),
+            {"now": utcnow(), "yes": True})
+        for send_id, status in ((1, "cancelled"), (2, "sending"), (3, "scheduled")):
+            connection.execute(text(
+                "INSERT INTO sends (id, edition_id, status, provider, created_at, status_reason) "
+                "VALUES (:id, 1, :status, 'outbox', :now, '')"), {"id": send_id, "status": status, "now": utcnow()})
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_two_active_sends_of_one_edition_stop_the_upgrade_with_one_line_naming_them(
+        project: Path, request: pytest.FixtureRequest, settings, run_cli, kind: str) -> None:
+    url = f"sqlite:///{project / 'newsletter.db'}"
+    if kind == "postgresql":
+        url = str(request.getfixturevalue("pg_url"))
+        point_at(project / "newsletter.toml", url)
+    store = Store(url)
+    try:
+        _older_database_with_two_active_sends(store)
+        code, out, err = run_cli("logs")
+        assert (code, out) == (2, "")
+        assert err == ("newsletter: error: cannot upgrade the database: edition weekly has 2 active sends "
+                       "(2 sending, 3 scheduled), where one at a time is allowed; cancel all but one of each with "
+                       "the version of newsletter that started them (e.g. 'schedule cancel 3'), then run again\n")
+        with store.engine.connect() as connection:  # nothing written: still the older revision
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == OLDER
+            connection.execute(text("UPDATE sends SET status = 'cancelled' WHERE id = 3"))
+            connection.commit()
+        assert run_cli("logs")[0] == 0  # once one is cancelled, the upgrade goes through
+    finally:
+        store.dispose()
