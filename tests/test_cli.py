@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.cli import parser as _parser
 
-from .conftest import ROOT, SAMPLE
+from .conftest import ROOT, SAMPLE, point_at
 
 
 def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
@@ -75,6 +75,18 @@ def test_a_database_file_that_is_not_a_database_is_one_line(project: Path, setti
         assert code == 2 and out == "", args
         assert err == f"newsletter: error: cannot open database sqlite:///{project / 'newsletter.db'}: file is not a " \
                       "database\n", args
+
+
+def test_an_unreachable_postgresql_is_one_line(project: Path, settings, run_cli) -> None:
+    from tests.pgcluster import free_port
+
+    url = f"postgresql+psycopg://newsletter@127.0.0.1:{free_port()}/newsletter"  # nothing listens there
+    point_at(project / "newsletter.toml", url)
+    for args in (("logs",), ("send", SAMPLE, "--now", "--offline", "--no-progress")):
+        code, out, err = run_cli(*args)
+        assert code == 2 and out == "", args
+        assert err.startswith(f"newsletter: error: cannot open database {url}: ") and err.count("\n") == 1, err
+        assert "Connection refused" in err or "connection failed" in err, err
 
 
 def test_an_unknown_send_in_json_prints_nothing_on_stdout(settings, store, run_cli) -> None:

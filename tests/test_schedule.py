@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select, update
 
 from pipeline import schedule
@@ -230,6 +231,7 @@ def test_a_dropped_draft_with_a_broken_disclaimer_is_reported_not_scheduled(proj
     assert "failed its checks" in log
 
 
+@pytest.mark.databases
 def test_schedule_rejects_past_and_impossible_times(project: Path, settings, run_cli) -> None:
     code, out, err = run_cli("schedule", SAMPLE, "--at", "2020-01-01 09:00", "--offline")
     assert code == 2 and "is in the past" in err

@@ -444,6 +444,7 @@ def test_every_subscribers_command_has_help_text() -> None:
             assert action.help, (name, action.dest)
 
 
+@pytest.mark.databases
 def test_cli_import_exit_codes(run, project: Path) -> None:
     (project / "subscribers").mkdir()
     shutil.copy(SAMPLE, project / "subscribers" / "subscribers.csv")
@@ -477,6 +478,7 @@ def test_cli_import_of_an_unreadable_file_exits_2(run, project: Path) -> None:
     assert code == 2 and err == "newsletter: error: missing.csv: file not found\n"
 
 
+@pytest.mark.databases
 def test_cli_list_export_unsubscribe(run, project: Path) -> None:
     assert run("subscribers", "import", str(SAMPLE))[0] == 0
     code, out, err = run("subscribers", "list", "--tag", "cyber")

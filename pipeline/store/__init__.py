@@ -92,7 +92,7 @@ class Store:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except DBAPIError as exc:  # not a database, unreadable, unreachable
-            raise StoreError(f"cannot open database {self.display_url}: {exc.orig}") from None
+            raise StoreError(f"cannot open database {self.display_url}: {_first_line(exc)}") from None
         self._migrated = True
 
     @contextmanager
@@ -102,7 +102,7 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except DBAPIError as exc:
-            raise StoreError(f"database error: {exc.orig}") from None
+            raise StoreError(f"database error: {_first_line(exc)}") from None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -113,10 +113,17 @@ class Store:
                 with connection.begin():
                     yield connection
         except DBAPIError as exc:
-            raise StoreError(f"database error: {exc.orig}") from None
+            raise StoreError(f"database error: {_first_line(exc)}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's message without what PostgreSQL adds on further lines (DETAIL, HINT, the row's values,
+    which may quote an address or a whole edition): an error is one line."""
+    lines = str(exc.orig).strip().splitlines()
+    return lines[0] if lines else type(exc.orig).__name__
 
 
 def _engine_options(url: str) -> dict:

@@ -148,6 +148,7 @@ def test_the_sign_in_page_is_plain_and_safe(client) -> None:
     assert page.headers["x-frame-options"] == "DENY"
 
 
+@pytest.mark.databases
 def test_the_cli_manages_accounts(run_cli, settings, monkeypatch) -> None:
     import io
 
