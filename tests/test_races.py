@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from sqlalchemy import Connection, create_engine, func, select, text
 from pipeline.config import Settings
 from pipeline.prepare import prepare_and_write
 from pipeline.send import cancel_send, create_send
-from pipeline.store import Store
+from pipeline.store import Store, utcnow
 from pipeline.store.tables import deliveries, editions, rate_limits, sends, subscribers
 
 from .conftest import SAMPLE, SECRET, point_at
@@ -280,3 +281,30 @@ def test_two_runners_on_an_empty_database_both_start(project: Path, request: pyt
     finally:
         store.dispose()
     assert version is not None and jobs == 0
+
+
+# ---------------------------------------------------------------- a signup confirmed while an import stores it
+
+
+def test_a_signup_confirmed_while_an_import_stores_the_address_confirms_the_imported_row(store: Store) -> None:
+    from pipeline.store import readers
+
+    now = utcnow()
+    ticket = readers.open_signup(store, email="ada@example.org", email_key="ada@example.org", name="Ada", tags=(),
+                                 now=now, valid_for=dt.timedelta(days=2), resend_after=dt.timedelta(hours=1))
+    with store.engine.connect() as importer, ThreadPoolExecutor(1) as pool:
+        importer.begin()  # an import's transaction, the address written and not yet committed
+        imported = importer.scalar(subscribers.insert().values(
+            email="ada@example.org", email_key="ada@example.org", name="Ada Lovelace", tags=";", status="active",
+            attributes={}, created_at=now, updated_at=now, soft_bounces=0).returning(subscribers.c.id))
+        confirming = pool.submit(readers.confirm, store, ticket.id, topics=(), now=now)
+        if not store.is_sqlite:  # the confirmation's insert waits on the import's row
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while not importer.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                assert time.monotonic() < deadline and not confirming.done(), confirming
+                time.sleep(0.02)
+        importer.commit()
+        confirmed = confirming.result(timeout=LOCK_WAIT_SECONDS)
+    assert (confirmed.outcome, confirmed.subscriber_id) == ("confirmed", imported)
+    with store.read() as connection:
+        assert connection.scalar(select(func.count()).select_from(subscribers)) == 1

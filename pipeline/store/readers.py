@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, CursorResult, and_, or_, select
 
-from pipeline.store import Store
+from pipeline.store import Store, insert_new
 from pipeline.store.audience import stored_tags, tags_of
 from pipeline.store.states import SUBSCRIBER_MOVES, SubscriberStatus
 from pipeline.store.subscribers import erased_key, suppress_in
@@ -119,13 +119,16 @@ def confirm(store: Store, signup_id: int, *, topics: tuple[str, ...], now: dt.da
         if signup.confirmed_at is not None and row is not None and row.status == SubscriberStatus.ACTIVE:
             return Confirmed(outcome="already", subscriber_id=row.id)
         chosen = set(tags_of(signup.tags))
-        if row is None:
-            subscriber_id = _new_id(connection.execute(subscribers.insert().values(
+        subscriber_id = None if row is None else row.id
+        if row is None:  # ON CONFLICT: an import (or another link) may store the address at the same moment
+            subscriber_id = connection.scalar(insert_new(connection, subscribers, subscribers.c.email_key).values(
                 email=signup.email, email_key=signup.email_key, name=signup.name, tags=stored_tags(chosen),
                 status=SubscriberStatus.ACTIVE, attributes={}, created_at=now, updated_at=now, confirmed_at=now,
-                soft_bounces=0)))
-        else:
-            subscriber_id = row.id
+                soft_bounces=0).returning(subscribers.c.id))
+            if subscriber_id is None:  # it did: confirm the row it stored, as if it had been there
+                row = connection.execute(select(subscribers).where(subscribers.c.email_key == signup.email_key)).one()
+                subscriber_id = row.id
+        if row is not None:
             kept = {tag for tag in tags_of(row.tags) if tag not in topics}
             move = SUBSCRIBER_MOVES["confirm"]
             connection.execute(subscribers.update().where(subscribers.c.id == row.id,
