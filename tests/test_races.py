@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, create_engine, func, select, text
@@ -283,7 +284,25 @@ def test_two_runners_on_an_empty_database_both_start(project: Path, request: pyt
     assert version is not None and jobs == 0
 
 
-# ---------------------------------------------------------------- a signup confirmed while an import stores it
+# ---------------------------------------------------------------- one write waiting on another's uncommitted row
+
+
+def _beside_an_uncommitted_write(store: Store, write: Callable[[Connection], Any], call: Callable[[], Any]
+                                 ) -> tuple[Any, Any]:
+    """``call`` run in a thread while another transaction has done ``write`` and not yet committed it; on
+    PostgreSQL the other transaction commits once ``call`` waits on its row (on SQLite ``call`` waits to
+    begin). What ``write`` and ``call`` returned."""
+    with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
+        other.begin()
+        written = write(other)
+        calling = pool.submit(call)
+        if not store.is_sqlite:
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while not other.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                assert time.monotonic() < deadline and not calling.done(), calling
+                time.sleep(0.02)
+        other.commit()
+        return written, calling.result(timeout=LOCK_WAIT_SECONDS)
 
 
 def test_a_signup_confirmed_while_an_import_stores_the_address_confirms_the_imported_row(store: Store) -> None:
@@ -292,19 +311,25 @@ def test_a_signup_confirmed_while_an_import_stores_the_address_confirms_the_impo
     now = utcnow()
     ticket = readers.open_signup(store, email="ada@example.org", email_key="ada@example.org", name="Ada", tags=(),
                                  now=now, valid_for=dt.timedelta(days=2), resend_after=dt.timedelta(hours=1))
-    with store.engine.connect() as importer, ThreadPoolExecutor(1) as pool:
-        importer.begin()  # an import's transaction, the address written and not yet committed
-        imported = importer.scalar(subscribers.insert().values(
-            email="ada@example.org", email_key="ada@example.org", name="Ada Lovelace", tags=";", status="active",
-            attributes={}, created_at=now, updated_at=now, soft_bounces=0).returning(subscribers.c.id))
-        confirming = pool.submit(readers.confirm, store, ticket.id, topics=(), now=now)
-        if not store.is_sqlite:  # the confirmation's insert waits on the import's row
-            deadline = time.monotonic() + LOCK_WAIT_SECONDS
-            while not importer.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
-                assert time.monotonic() < deadline and not confirming.done(), confirming
-                time.sleep(0.02)
-        importer.commit()
-        confirmed = confirming.result(timeout=LOCK_WAIT_SECONDS)
+    imported, confirmed = _beside_an_uncommitted_write(store, lambda connection: connection.scalar(
+        subscribers.insert().values(email="ada@example.org", email_key="ada@example.org", name="Ada Lovelace",
+                                    tags=";", status="active", attributes={}, created_at=now, updated_at=now,
+                                    soft_bounces=0).returning(subscribers.c.id)),
+        lambda: readers.confirm(store, ticket.id, topics=(), now=now))
     assert (confirmed.outcome, confirmed.subscriber_id) == ("confirmed", imported)
     with store.read() as connection:
         assert connection.scalar(select(func.count()).select_from(subscribers)) == 1
+
+
+def test_two_accounts_of_one_name_added_at_once_make_one(store: Store) -> None:
+    from pipeline.store import staff
+    from pipeline.store.tables import staff_users
+
+    now = utcnow()
+    _, added = _beside_an_uncommitted_write(store, lambda connection: connection.execute(staff_users.insert().values(
+        name="zed", role="editor", password_hash="first", created_at=now, updated_at=now)),
+        lambda: staff.add_user(store, name="zed", role="admin", password_hash="second", now=now))
+    assert added is False
+    with store.read() as connection:
+        assert connection.execute(select(staff_users.c.role, staff_users.c.password_hash)).all() == [
+            ("editor", "first")]

@@ -218,8 +218,8 @@ def _erase_in(connection: Connection, subscriber_id: int, key: str, *, now: dt.d
     hashed = erased_key(key)
     connection.execute(suppressions.delete().where(or_(suppressions.c.email_key == key,
                                                        suppressions.c.email_key == hashed)))
-    connection.execute(suppressions.insert().values(email_key=hashed, reason="erased", source="erased at their request",
-                                                    created_at=now))
+    connection.execute(insert_new(connection, suppressions, suppressions.c.email_key).values(  # erased at once twice
+        email_key=hashed, reason="erased", source="erased at their request", created_at=now))
     move = SUBSCRIBER_MOVES["erase"]
     connection.execute(subscribers.update().where(subscribers.c.id == subscriber_id,
                                                   subscribers.c.status.in_(sorted(move.sources)))

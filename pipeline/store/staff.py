@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, desc, select, update
 
-from pipeline.store import Store
+from pipeline.store import Store, insert_new
 from pipeline.store.tables import staff_audit, staff_sessions, staff_users
 
 
@@ -46,12 +46,11 @@ def _user(row) -> StaffUser:
 
 def add_user(store: Store, *, name: str, role: str, password_hash: str, now: dt.datetime) -> bool:
     """Add an account; False when the name is taken."""
-    with store.begin() as connection:
-        if connection.scalar(select(staff_users.c.id).where(staff_users.c.name == name)) is not None:
-            return False
-        connection.execute(staff_users.insert().values(name=name, role=role, password_hash=password_hash,
-                                                       created_at=now, updated_at=now))
-        return True
+    with store.begin() as connection:  # ON CONFLICT: two of these at once add one account, not an IntegrityError
+        added = connection.scalar(insert_new(connection, staff_users, staff_users.c.name).values(
+            name=name, role=role, password_hash=password_hash, created_at=now, updated_at=now)
+            .returning(staff_users.c.id))
+        return added is not None
 
 
 def user_by_name(store: Store, name: str) -> StaffUser | None:
