@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from pipeline.errors import StoreError
+    from pipeline.errors import StoreError, StoreUnavailable
     from pipeline.store.engine import Store, database_url, insert_new, utcnow
 
-__all__ = ["SQLAlchemyError", "Store", "StoreError", "database_url", "insert_new", "utcnow"]
+__all__ = ["SQLAlchemyError", "Store", "StoreError", "StoreUnavailable", "database_url", "insert_new", "utcnow"]
 
 
 def __getattr__(name: str) -> Any:

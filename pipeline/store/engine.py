@@ -18,9 +18,9 @@ from alembic.config import Config
 from sqlalchemy import Column, Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -102,7 +102,7 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except DBAPIError as exc:
-            raise StoreError(f"database error: {exc.orig}") from None
+            raise _store_error(exc) from None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -113,10 +113,19 @@ class Store:
                 with connection.begin():
                     yield connection
         except DBAPIError as exc:
-            raise StoreError(f"database error: {exc.orig}") from None
+            raise _store_error(exc) from None
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _store_error(exc: DBAPIError) -> StoreError:
+    """One line for a database error; a lost or refused connection (or SQLite still locked after its busy
+    timeout) is ``StoreUnavailable``, which a caller may try again."""
+    if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+        first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        return StoreUnavailable(f"database unavailable: {first}")
+    return StoreError(f"database error: {exc.orig}")
 
 
 def _engine_options(url: str) -> dict:
@@ -142,4 +151,4 @@ def _sqlite_pragmas(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}")
 
 
-__all__ = ["SQLAlchemyError", "Store", "StoreError", "database_url", "insert_new", "utcnow"]
+__all__ = ["SQLAlchemyError", "Store", "StoreError", "StoreUnavailable", "database_url", "insert_new", "utcnow"]
