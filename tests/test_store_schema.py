@@ -11,7 +11,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from pipeline.store import MIGRATIONS, Store, utcnow
+from pipeline.store import Store, utcnow
+from pipeline.store.engine import MIGRATIONS
 from pipeline.store.tables import metadata
 
 from .conftest import point_at
