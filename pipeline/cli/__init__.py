@@ -7,6 +7,7 @@
     emulator.py     emulator
     web.py          serve
     users.py        users add|list|passwd|token|remove
+    worker.py       worker (PostgreSQL)
 
 Every command parses its arguments, calls the library and prints the result.
 ``asyncio.run`` is called here, at the edge (and in the scheduler's threads), nowhere else. A
@@ -22,11 +23,11 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.cli import build, emulator, schedule, send, subscribers, users, web
+from pipeline.cli import build, emulator, schedule, send, subscribers, users, web, worker
 from pipeline.config import Settings, load_settings
 from pipeline.errors import NewsletterError
 
-GROUPS = (build, send, subscribers, schedule, web, users, emulator)
+GROUPS = (build, send, subscribers, schedule, worker, web, users, emulator)
 
 
 def parser() -> argparse.ArgumentParser:
