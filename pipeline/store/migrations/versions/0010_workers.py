@@ -24,7 +24,6 @@ depends_on = None
 
 PROCRASTINATE_TABLES = ("procrastinate_events", "procrastinate_periodic_defers", "procrastinate_jobs",
                         "procrastinate_workers")
-PROCRASTINATE_TYPES = ("procrastinate_job_event_type", "procrastinate_job_status")
 
 
 def upgrade() -> None:
@@ -62,5 +61,9 @@ def downgrade() -> None:
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
     for function in functions:
         op.execute(f"DROP FUNCTION IF EXISTS {function} CASCADE")
-    for kind in PROCRASTINATE_TYPES:
+    # What is left of its types once its tables are gone: its enums and the composite types it declares.
+    types = bind.execute(sa.text(
+        "SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = current_schema() AND t.typname LIKE 'procrastinate\\_%' AND t.typtype IN ('e', 'c')"))
+    for kind in types.scalars().all():
         op.execute(f"DROP TYPE IF EXISTS {kind} CASCADE")
