@@ -32,6 +32,7 @@ from pipeline.store.tables import deliveries, send_parts
 
 from .conftest import SAMPLE, SECRET
 from .test_providers_emulator import _assert_log_equals_emulator, _by_recipient, _rows
+from .test_schedule import _schedule_in
 from .test_send import _audience, _edition, _many
 
 KEY = "emu-workers-key"
@@ -76,11 +77,11 @@ class Workers:
         self.logs: list[Path] = []
         self._files: list[IO[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = self.project / f"worker-{len(self.processes)}.log"
+    def start(self, *args: str, command: str = "worker") -> subprocess.Popen[bytes]:
+        log = self.project / f"{command}-{len(self.processes)}.log"
         handle = log.open("wb")
         env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", *args], cwd=self.project, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", command, *args], cwd=self.project, env=env,
                                    stdout=handle, stderr=subprocess.STDOUT)
         self.processes.append(process)
         self.logs.append(log)
@@ -301,6 +302,30 @@ def test_send_now_with_no_worker_says_so_and_a_worker_started_later_sends_it(
     _wait_for(lambda: _status(store, send_id) == "sent", what="the send to go out")
     assert _counts(store, send_id) == {"sent": 300}
     assert len(_records(emulator, "postmark")) == 300
+    store.dispose()
+
+
+# ---------------------------------------------------------------- newsletter run
+
+
+def test_newsletter_run_hands_a_due_send_to_the_workers_which_end_it_once(
+        project: Path, emulator: EmulatorHandle, workers: Workers) -> None:
+    settings = _configure(project, emulator)
+    store = Store.from_settings(settings)
+    _audience(store, project, _many(600))
+    for _ in range(2):
+        workers.start()
+    workers.start(command="run")
+    _wait_for(_live(store, 2), what="two workers")
+    _schedule_in(project, settings, store, 1)
+    _wait_for(lambda: _status(store, 1) == "sent", what="the scheduled send to go out")
+    assert _counts(store, 1) == {"sent": 600}
+    assert len(_records(emulator, "postmark")) == 600
+    logs = workers.stop()
+    assert "send 1: handed to the workers (3 job(s) queued)" in logs[2], logs[2]
+    notices = [record for record in emulator.messages(provider="postmark") if STAFF in record["to"]]
+    # The send ended once, by whichever job settled its last row: one summary to the staff.
+    assert [notice["subject"] for notice in notices] == [f"[{settings.publication.name}] Send 1 sent"], notices
     store.dispose()
 
 
