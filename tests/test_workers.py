@@ -242,6 +242,27 @@ def test_a_worker_killed_mid_send_has_its_job_run_again_and_nobody_is_sent_twice
     store.dispose()
 
 
+def test_a_worker_stopped_with_sigterm_leaves_its_part_to_the_other_and_nobody_is_uncertain(
+        project: Path, emulator: EmulatorHandle, workers: Workers) -> None:
+    settings = _configure(project, emulator)
+    emulator.set_faults({"latency_ms": 300})
+    store = Store.from_settings(settings)
+    stopped, other = workers.start(), workers.start()
+    _wait_for(_live(store, 2), what="two workers")
+    send_id = _send(store, settings, project, 1000)
+    _wait_for(lambda: _part_in_flight_of(store, stopped.pid), what="the worker to have a batch in flight")
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(timeout=60) == 0
+    _wait_for(lambda: _status(store, send_id) != "sending", timeout=240, what="the send to end")
+    assert _counts(store, send_id) == {"sent": 1000}  # its batches in flight were settled before it exited
+    records = _records(emulator, "postmark")
+    assert len(records) == 1000
+    _assert_log_equals_emulator(_rows(store, send_id), records)
+    assert "left with" in workers.log(0) and "for the next worker" in workers.log(0), workers.log(0)
+    assert other.poll() is None
+    store.dispose()
+
+
 # ---------------------------------------------------------------- pause, resume, cancel
 
 

@@ -44,16 +44,17 @@ def follow(store: Store, settings: Settings, send_id: int, *, on_progress: Progr
     ``sending``. SendError, in one line, when no worker has had a heartbeat for ``stall_seconds`` (none is
     running): the send waits for one, queued."""
     stall = settings.workers.stall_seconds
-    settled, first = 0, True
+    left: int | None = None  # rows queued or in flight at the last look
+    first = True
     silent_since: float | None = None
     while True:
-        summary = db.summary(store, send_id)
-        now_settled = summary.total - summary.counts.get("queued", 0) - summary.counts.get("sending", 0)
-        if on_progress is not None and now_settled > settled:
-            on_progress(now_settled - settled)
-        settled = max(settled, now_settled)
-        if summary.status != SendStatus.SENDING:
-            return summary
+        status = db.send_record(store, send_id).status
+        now_left = db.unsettled_count(store, send_id)
+        if on_progress is not None and left is not None and now_left < left:
+            on_progress(left - now_left)
+        left = now_left if left is None else min(left, now_left)
+        if status != SendStatus.SENDING:
+            return db.summary(store, send_id)
         if part_store.live_workers(store, stall):
             silent_since = None
         elif silent_since is None:
