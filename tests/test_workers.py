@@ -8,6 +8,7 @@ pause and cancel reach every worker; ``send --now`` with no worker running says 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -260,6 +261,34 @@ def test_a_worker_stopped_with_sigterm_leaves_its_part_to_the_other_and_nobody_i
     _assert_log_equals_emulator(_rows(store, send_id), records)
     assert "left with" in workers.log(0) and "for the next worker" in workers.log(0), workers.log(0)
     assert other.poll() is None
+    store.dispose()
+
+
+def test_the_rate_limit_holds_for_all_workers_together(project: Path, emulator: EmulatorHandle,
+                                                       workers: Workers) -> None:
+    """Two workers at 100 messages a second between them: by the emulator's clock, the messages accepted by any
+    moment never exceed one second's worth plus 100 a second since the first (and a batch in flight each).
+    A bucket per worker would let twice that through."""
+    _configure(project, emulator)
+    path = project / "newsletter.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace("batch_size = 50\n",
+                                                             "batch_size = 50\nrate_per_second = 100\n"),
+                    encoding="utf-8")
+    settings = load_settings(path)
+    store = Store.from_settings(settings)
+    for _ in range(2):
+        workers.start()
+    _wait_for(_live(store, 2), what="two workers")
+    send_id = _send(store, settings, project, 1000)
+    _wait_for(lambda: _status(store, send_id) != "sending", timeout=240, what="the send to end")
+    assert _counts(store, send_id) == {"sent": 1000}
+    logs = workers.stop()
+    assert all(_jobs_run_by(log) >= 1 for log in logs), logs  # both sent
+    arrivals = sorted(dt.datetime.fromisoformat(record["received_at"]) for record in _records(emulator, "postmark"))
+    first = arrivals[0]
+    for count, moment in enumerate(arrivals, start=1):
+        assert count <= 100 + 100 * (moment - first).total_seconds() + 2 * 50, (count, moment - first)
+    assert (arrivals[-1] - first).total_seconds() >= 7  # (1,000 - 100 at once - 100 in flight) / 100 a second
     store.dispose()
 
 
