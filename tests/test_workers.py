@@ -386,7 +386,7 @@ def test_migration_0010_downgrades_and_upgrades_again(pg_url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from pipeline.store import MIGRATIONS
+    from pipeline.store.engine import MIGRATIONS
 
     store = Store(pg_url)
     store.migrate()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+from typing import TYPE_CHECKING
 
-from pipeline.config import Settings
-from pipeline.errors import StoreError
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -32,6 +31,10 @@ def _positive(text: str) -> int:
 
 
 def run_worker_command(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import logging
+
+    from pipeline.errors import StoreError
     from pipeline.store import Store
     from pipeline.worker.run import run_worker
 
