@@ -65,7 +65,7 @@ def _configure(project: Path, emulator: EmulatorHandle, provider: str = "postmar
     content += ("\n[send]\nlease_seconds = 3\n"
                 "\n[workers]\nheartbeat_seconds = 0.5\nstall_seconds = 3\npart_size = 200\n")
     path.write_text(content, encoding="utf-8")
-    os.environ[VARIABLES[provider]] = KEY  # the clean_environ fixture removes it afterwards
+    os.environ[VARIABLES[provider]] = KEY  # for the workers; the autouse clean_environ removes it before the next test
     return load_settings(path)
 
 
