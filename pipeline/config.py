@@ -20,7 +20,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from pipeline.errors import ConfigError
@@ -161,6 +170,29 @@ class Send(_Section):
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
+class Workers(_Section):
+    """How ``newsletter worker`` processes share sends on PostgreSQL (procrastinate).
+
+    With ``enabled`` (the default), ``send --now``, ``send --resume`` and ``newsletter run`` on PostgreSQL cut a
+    send into jobs of ``part_size`` rows and hand them to the workers; on SQLite, or with ``enabled = false``,
+    they send in-process. A worker writes a heartbeat every ``heartbeat_seconds``; one silent for
+    ``stall_seconds`` is taken for dead, and its jobs are run again by another.
+    """
+
+    enabled: bool = True
+    concurrency: int = Field(default=1, ge=1, le=64)  # jobs (parts of sends) one worker runs at once
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=600)
+    stall_seconds: float = Field(default=60.0, gt=0, le=3600)
+    part_size: int = Field(default=1000, ge=1, le=1_000_000)  # delivery rows per job
+
+    @model_validator(mode="after")
+    def _stall_after_heartbeats(self) -> Workers:
+        if self.stall_seconds <= self.heartbeat_seconds:
+            raise ValueError(f"stall_seconds ({self.stall_seconds:g}) must be longer than heartbeat_seconds "
+                             f"({self.heartbeat_seconds:g}): a live worker would be taken for dead")
+        return self
+
+
 class Schedule(_Section):
     """How ``newsletter run`` fires scheduled sends."""
 
@@ -297,6 +329,7 @@ class Settings(_Section):
     database: Database = Database()
     provider: Provider = Provider()
     send: Send = Send()
+    workers: Workers = Workers()
     schedule: Schedule = Schedule()
     notify: Notify = Notify()
     web: Web = Web()

@@ -15,8 +15,10 @@ import uuid
 from pipeline import urls
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError
+from pipeline.logs import format_counts
 from pipeline.send.direct import send_direct
 from pipeline.store import utcnow
+from pipeline.store.sends import SendSummary
 
 log = logging.getLogger("newsletter.notices")
 
@@ -46,3 +48,13 @@ async def notify(settings: Settings, subject: str, body: str) -> bool:
 def notify_staff(settings: Settings, subject: str, body: str) -> bool:
     """``notify`` from the scheduler's threads, which have no event loop of their own."""
     return asyncio.run(notify(settings, subject, body))
+
+
+def summary_notice(summary: SendSummary) -> tuple[str, str] | None:
+    """Log how a send ended; the staff notice (subject, body) to mail if it is over or stopped."""
+    line = f"send {summary.send_id}: {summary.status}: {format_counts(summary.counts)}"
+    log.info(line + (f" ({summary.reason})" if summary.reason else ""))
+    if summary.status not in ("sent", "failed", "paused"):
+        return None
+    body = "\n".join([line, summary.reason, *(f"uncertain: {email}" for email in summary.uncertain[:50])])
+    return f"Send {summary.send_id} {summary.status}", body.strip()

@@ -73,6 +73,10 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str |
     shutil.copytree(ROOT / "drafts", folder / "drafts")
     if database_url is not None:
         point_at(folder / "newsletter.toml", database_url)
+        # The suites parametrised over both databases send in-process on PostgreSQL too, as on SQLite; the
+        # workers, which PostgreSQL hands sends to by default, are tested in test_workers.py.
+        with (folder / "newsletter.toml").open("a", encoding="utf-8") as toml:
+            toml.write("\n[workers]\nenabled = false\n")
     monkeypatch.chdir(folder)
     return folder
 

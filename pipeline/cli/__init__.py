@@ -7,6 +7,7 @@
     emulator.py     emulator
     web.py          serve
     users.py        users add|list|passwd|token|remove
+    worker.py       worker (PostgreSQL)
 
 Every command parses its arguments, calls the library and prints the result. Registering the commands
 imports nothing heavy: each command imports the stages it runs (and the settings are loaded) only once
@@ -26,13 +27,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pipeline import __version__
-from pipeline.cli import build, emulator, schedule, send, subscribers, users, web
+from pipeline.cli import build, emulator, schedule, send, subscribers, users, web, worker
 from pipeline.errors import NewsletterError
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
 
-GROUPS = (build, send, subscribers, schedule, web, users, emulator)
+GROUPS = (build, send, subscribers, schedule, worker, web, users, emulator)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -99,6 +99,8 @@ def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline import send
     from pipeline.store import Store
+    from pipeline.store.parts import WORKERS
+    from pipeline.worker import uses_workers
 
     build, report, override = checked_build(args.draft, args, settings)
     edition = build.edition
@@ -110,27 +112,35 @@ def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {address}: {outcome.status}{' (' + outcome.error_text + ')' if outcome.error_text else ''}")
         return 0 if all(outcome.status == "sent" for outcome in outcomes) else 1
     store = Store.from_settings(settings)
-    owner = send.sender_id()
+    to_workers = uses_workers(store, settings)
+    owner = WORKERS if to_workers else send.sender_id()
     send_id = send.create_send(store, settings, edition, built_path=str(build.folder),
                                override_reason=override.reason if override else None, owner=owner, report=report)
     lease = send.Lease(store, send_id, seconds=settings.send.lease_seconds, owner=owner)
     print(f"send {send_id}: {edition.name} to {send.queued_count(store, send_id)} recipient(s)"
           + (f" (checks overridden: {override.reason})" if override else ""))
-    return _run(store, settings, send_id, progress=not args.no_progress, lease=lease)
+    return _run(store, settings, send_id, progress=not args.no_progress, lease=None if to_workers else lease)
 
 
 def _run(store: Store, settings: Settings, send_id: int, *, progress: bool, lease: Lease | None = None) -> int:
+    """Send it here, or, on PostgreSQL, hand it to the workers and follow it until it is over."""
     import asyncio
 
     from tqdm import tqdm
 
-    from pipeline import send
+    from pipeline import send, worker
 
+    to_workers = worker.uses_workers(store, settings)
+    if to_workers:
+        worker.hand_over(store, settings, send_id)
     total = send.queued_count(store, send_id)
     with tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or None,
               desc=f"send {send_id}", dynamic_ncols=True) as bar:
-        summary = asyncio.run(send.run_send(store, settings, send_id, on_progress=lambda count: bar.update(count),
-                                            lease=lease))
+        if to_workers:
+            summary = worker.follow(store, settings, send_id, on_progress=lambda count: bar.update(count))
+        else:
+            summary = asyncio.run(send.run_send(store, settings, send_id,
+                                                on_progress=lambda count: bar.update(count), lease=lease))
     return _print_summary(summary, settings)
 
 

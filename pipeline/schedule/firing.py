@@ -18,11 +18,11 @@ from pathlib import Path
 from pipeline import send
 from pipeline.config import Settings
 from pipeline.errors import NewsletterError, SendBusy
-from pipeline.logs import format_counts
-from pipeline.notices import notify_staff
+from pipeline.notices import notify_staff, summary_notice
 from pipeline.prepare import checked
 from pipeline.store import Store
 from pipeline.store import sends as db
+from pipeline.worker import hand_over, uses_workers
 
 log = logging.getLogger("newsletter.schedule")
 StopCheck = Callable[[], bool]
@@ -88,7 +88,11 @@ def resume(store: Store, settings: Settings, send_id: int, should_stop: StopChec
 
 
 def _send(store: Store, settings: Settings, send_id: int, should_stop: StopCheck, lease: send.Lease | None) -> None:
-    """Send (or resume) ``send_id`` to the end, then tell the staff how it went."""
+    """Send (or resume) ``send_id`` to the end, then tell the staff how it went; on PostgreSQL, hand it to the
+    workers instead (the job that ends it tells the staff)."""
+    if uses_workers(store, settings):
+        _hand_over(store, settings, send_id, lease)
+        return
     try:
         summary = asyncio.run(send.run_send(store, settings, send_id, should_stop=should_stop, lease=lease))
     except SendBusy as exc:  # another runner was first: it is that runner's send now
@@ -98,8 +102,23 @@ def _send(store: Store, settings: Settings, send_id: int, should_stop: StopCheck
         log.error("send %s: %s", send_id, exc)
         notify_staff(settings, f"Send {send_id} failed", f"Send {send_id} could not go on: {exc}")
         return
-    line = f"send {send_id}: {summary.status}: {format_counts(summary.counts)}"
-    log.info(line + (f" ({summary.reason})" if summary.reason else ""))
-    if summary.status in ("sent", "failed", "paused"):
-        body = "\n".join([line, summary.reason, *(f"uncertain: {email}" for email in summary.uncertain[:50])])
-        notify_staff(settings, f"Send {send_id} {summary.status}", body.strip())
+    notice = summary_notice(summary)
+    if notice is not None:
+        notify_staff(settings, *notice)
+
+
+def _hand_over(store: Store, settings: Settings, send_id: int, lease: send.Lease | None) -> None:
+    owner = None
+    if lease is not None:  # the runner that fired it hands it over: no more renewals, the workers own it now
+        lease.stop()
+        owner = lease.owner
+    try:
+        jobs = hand_over(store, settings, send_id, owner=owner)
+    except SendBusy as exc:
+        log.info("%s", exc)
+        return
+    except NewsletterError as exc:
+        log.error("send %s: %s", send_id, exc)
+        notify_staff(settings, f"Send {send_id} failed", f"Send {send_id} could not be handed to the workers: {exc}")
+        return
+    log.info("send %s: handed to the workers (%d job(s) queued)", send_id, jobs)

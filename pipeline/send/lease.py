@@ -12,6 +12,8 @@ If a renewal finds the send no longer ours, or the lease runs out before one
 succeeds, the lease is ``lost``: the sender takes no new batch, and its claims
 and outcome writes, which check ownership in their own transactions, change
 nothing.
+
+A worker's job holds the same kind of lease on one ``part`` of a send (``store/parts.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import uuid
 from types import TracebackType
 
 from pipeline.errors import StoreError
-from pipeline.store import Store
+from pipeline.store import Store, parts
 from pipeline.store.sends import renew_lease
 
 log = logging.getLogger("newsletter.send")
@@ -37,10 +39,12 @@ def sender_id() -> str:
 
 
 class Lease:
-    """``owner``'s lease on ``send_id``, ``seconds`` long; ``keep()`` renews it until ``stop()``."""
+    """``owner``'s lease on ``send_id`` (or on that ``part`` of it), ``seconds`` long; ``keep()`` renews it
+    until ``stop()``."""
 
-    def __init__(self, store: Store, send_id: int, *, seconds: float, owner: str | None = None):
-        self.store, self.send_id, self.seconds = store, send_id, seconds
+    def __init__(self, store: Store, send_id: int, *, seconds: float, owner: str | None = None,
+                 part: parts.Part | None = None):
+        self.store, self.send_id, self.seconds, self.part = store, send_id, seconds, part
         self.owner = owner or sender_id()
         self.lost = threading.Event()
         self._stopping = threading.Event()
@@ -72,7 +76,9 @@ class Lease:
         while not self._stopping.wait(self.seconds / 3):
             started = time.monotonic()
             try:
-                kept = renew_lease(self.store, self.send_id, self.owner, lease_seconds=self.seconds)
+                kept = (renew_lease(self.store, self.send_id, self.owner, lease_seconds=self.seconds)
+                        if self.part is None else parts.renew(self.store, self.part, self.owner,
+                                                              lease_seconds=self.seconds))
             except StoreError as exc:
                 if time.monotonic() < self._valid_until:
                     log.warning("send %s: cannot renew the lease yet (%s); trying again", self.send_id, exc)

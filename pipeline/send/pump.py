@@ -23,6 +23,10 @@ The rules that make a send exactly-once across crashes:
   provider honours one; otherwise they become ``uncertain`` and are listed for
   the operator, who decides with ``--resend-uncertain``. Nobody is ever sent
   twice by the pipeline.
+- A send handed to the workers (PostgreSQL) is cut into parts, ranges of its
+  rows; a worker's job sends one part (``run_part``) under a lease on that
+  part, by the same rules. Whichever job settles the send's last row ends
+  the send, once (``store.sends.finish_if_settled``).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
@@ -54,9 +58,11 @@ from pipeline.providers import make_provider
 from pipeline.providers.base import Provider
 from pipeline.send.lease import Lease
 from pipeline.send.ratelimit import TokenBucket
-from pipeline.store import Store
+from pipeline.store import Store, utcnow
+from pipeline.store import parts as part_store
 from pipeline.store import sends as db
-from pipeline.store.states import DeliveryStatus
+from pipeline.store.parts import Part
+from pipeline.store.states import DeliveryStatus, SendStatus
 
 log = logging.getLogger("newsletter.send")
 ProgressHook = Callable[[int], object]
@@ -90,6 +96,58 @@ async def run_send(store: Store, settings: Settings, send_id: int, *, provider: 
             lease.stop()
             db.release(store, send_id, lease.owner)
     return db.summary(store, send_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartDone:
+    """How a job left its part: the status it ended the send with, if it was the one (None otherwise);
+    whether its pump stopped the send itself (paused after failed batches, refused credentials); and the
+    part's rows still to send (a stopping worker leaves them to the next job)."""
+
+    finished: SendStatus | None
+    stopped: bool
+    left: int
+
+
+async def run_part(store: Store, settings: Settings, part: Part, *, provider: Provider | None = None,
+                   should_stop: StopCheck = lambda: False) -> PartDone:
+    """Send the queued rows of one part of a send handed to the workers, under a lease on the part; then end
+    the send if its last row is settled. A part another sender holds is waited for until its lease expires
+    (its sender died, or is finishing the batch in flight after a pause)."""
+    async with provider_for(settings, provider) as chosen:
+        lease = Lease(store, part.send_id, seconds=settings.send.lease_seconds, part=part)
+        stopped = False
+        if await _acquire_part(store, lease, chosen.idempotent, should_stop):
+            record = await asyncio.to_thread(db.send_record, store, part.send_id)
+            lease.keep()
+            pump = _Pump(store, settings, lease, record, chosen, None)
+            try:
+                await pump.run(should_stop)
+            finally:
+                lease.stop()
+                await asyncio.to_thread(part_store.release, store, part, lease.owner)
+            stopped = pump.stopped
+    finished = await asyncio.to_thread(db.finish_if_settled, store, part.send_id)
+    left = await asyncio.to_thread(part_store.rows_to_send, store, part)
+    return PartDone(finished=finished, stopped=stopped, left=left)
+
+
+async def _acquire_part(store: Store, lease: Lease, idempotent: bool, should_stop: StopCheck) -> bool:
+    """Take the part's lease, waiting while another sender's runs; False if the send stopped being
+    ``sending`` (paused, cancelled) or this worker is stopping first."""
+    assert lease.part is not None
+    while not should_stop():
+        record = await asyncio.to_thread(db.send_record, store, lease.send_id)
+        if record.status != SendStatus.SENDING:
+            return False
+        held = await asyncio.to_thread(part_store.acquire, store, lease.part, lease.owner,
+                                       lease_seconds=lease.seconds, idempotent=idempotent)
+        if held is None:
+            return True
+        log.info("send %s: part %s is held by %s until %s; waiting", lease.send_id, lease.part.number,
+                 held.runner, f"{held.until:%H:%M:%S}")
+        await asyncio.sleep(min(max((held.until - utcnow()).total_seconds(), 0.1), lease.seconds))
+    return False
 
 
 class _Pump:
@@ -142,7 +200,7 @@ class _Pump:
     async def _run(self, should_stop: StopCheck) -> None:
         in_flight: set[asyncio.Task[None]] = set()
         orphans = await self._durable("reading the batches left in flight", db.orphaned_batches, self.store,
-                                      self.send_id)
+                                      self.send_id, self.lease.part)
         done: set[asyncio.Task[None]] = set()
         try:
             while not self.stopped and not self.lease.lost.is_set() and not should_stop():
@@ -174,11 +232,12 @@ class _Pump:
         while orphans:
             batch_id = orphans.pop(0)
             claimed = await self._durable(f"taking over batch {batch_id}", db.reclaim_batch, self.store,
-                                          self.send_id, owner, batch_id, lease_seconds=seconds)
+                                          self.send_id, owner, batch_id, lease_seconds=seconds, part=self.lease.part)
             if claimed is not None:
                 return claimed
         return await self._durable("claiming a batch", db.claim_batch, self.store, self.send_id, owner,
-                                   self.batch_size, lease_seconds=seconds, batch_id=uuid.uuid4().hex)
+                                   self.batch_size, lease_seconds=seconds, batch_id=uuid.uuid4().hex,
+                                   part=self.lease.part)
 
     def _batch(self, claimed: db.Claimed) -> Batch:
         settings = self.settings
@@ -200,7 +259,8 @@ class _Pump:
                               error_text=outcome.error_text, suppress=outcome.suppress,
                               email=emails.get(outcome.delivery_id, "")) for outcome in outcomes]
         if not await self._durable(f"recording batch {batch.id}", db.settle, self.store, self.send_id,
-                                   self.lease.owner, batch.id, settled, lease_seconds=self.lease.seconds):
+                                   self.lease.owner, batch.id, settled, lease_seconds=self.lease.seconds,
+                                   part=self.lease.part):
             self.lease.lost.set()
             log.error("send %s: the lease was lost with batch %s in flight; its %d outcome(s) are not recorded "
                       "(the sender that took the send over settles those rows)", self.send_id, batch.id,

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from pipeline.store import Store
+from pipeline.store.parts import WORKERS
 from pipeline.store.states import SendStatus
 from pipeline.store.tables import editions, sends
 
@@ -41,6 +42,9 @@ class Live:
     queued: bool
 
     def lease_expired(self, now: dt.datetime) -> bool:
+        """Whether its sender's lease ran out; never for a send with the workers, whose parts have leases."""
+        if self.runner == WORKERS:
+            return False
         return self.runner is None or self.lease_until is None or self.lease_until <= now
 
 

@@ -40,7 +40,9 @@ from sqlalchemy.orm import aliased
 
 from pipeline.errors import SendBusy, SendError
 from pipeline.store import Store, insert_new, utcnow
+from pipeline.store import parts as part_store
 from pipeline.store.audience import active_with_tag
+from pipeline.store.parts import WORKERS, Part
 from pipeline.store.states import (
     ACTIVE_SENDS,
     DELIVERY_MOVES,
@@ -323,11 +325,12 @@ def acquire(store: Store, send_id: int, owner: str, *, lease_seconds: float, pro
     with store.begin() as connection:
         record = _record(connection, send_id, lock=True)
         _check_resumable(record)
-        if record.provider != provider:
-            raise SendError(f"send {send_id} was started with the {record.provider} provider; resume it with that "
-                            f"one (the settings name {provider})")
+        _check_provider(record, provider)
         if record.runner and record.runner != owner and record.lease_until and record.lease_until > now:
             raise SendBusy(send_id, record.runner, record.lease_until)
+        held = part_store.live_holder(connection, send_id, now) if record.runner == WORKERS else None
+        if held is not None:  # a worker is sending a part of it: its rows in flight are not orphans
+            raise SendBusy(send_id, held.runner, held.until)
         resumed = update(sends).where(sends.c.id == send_id).values(
             runner=owner, lease_until=_until(lease_seconds, now), status=SEND_MOVES["resume"].target,
             status_reason="", started_at=func.coalesce(sends.c.started_at, literal(now, UTCDateTime)))
@@ -341,6 +344,12 @@ def acquire(store: Store, send_id: int, owner: str, *, lease_seconds: float, pro
     return send_record(store, send_id)
 
 
+def _check_provider(record: SendRecord, provider: str) -> None:
+    if record.provider != provider:
+        raise SendError(f"send {record.id} was started with the {record.provider} provider; resume it with that "
+                        f"one (the settings name {provider})")
+
+
 def renew_lease(store: Store, send_id: int, owner: str, *, lease_seconds: float) -> bool:
     """Extend ``owner``'s lease; False if the send is no longer theirs."""
     with store.begin() as connection:
@@ -348,9 +357,12 @@ def renew_lease(store: Store, send_id: int, owner: str, *, lease_seconds: float)
 
 
 def _still_owned(connection: Connection, send_id: int, owner: str, now: dt.datetime, *,
-                 lease_seconds: float | None) -> bool:
-    """Whether ``owner`` still holds the send, extending the lease when ``lease_seconds`` is given. The UPDATE
-    locks the send's row, so no takeover can slip in before this transaction ends."""
+                 lease_seconds: float | None, part: Part | None = None) -> bool:
+    """Whether ``owner`` still holds the send (or, with ``part``, that part of it), extending the lease when
+    ``lease_seconds`` is given. The UPDATE locks the send's (the part's) row, so no takeover can slip in
+    before this transaction ends."""
+    if part is not None:
+        return part_store.still_owned(connection, part, owner, now, lease_seconds=lease_seconds)
     values = {"runner": owner} if lease_seconds is None else {"lease_until": _until(lease_seconds, now)}
     return bool(connection.execute(update(sends).where(sends.c.id == send_id, sends.c.runner == owner)
                                    .values(**values)).rowcount)
@@ -367,33 +379,77 @@ def release(store: Store, send_id: int, owner: str) -> SendStatus | None:
             return None
         values: dict[str, object] = {"runner": None, "lease_until": None}
         after = SendStatus(row.status)
-        queued = row.queued_at is not None
-        if after in SEND_MOVES["finish"].sources and queued and not _count(connection, send_id, UNSETTLED):
-            counts = _counts(connection, send_id)
-            unsent = counts.get(D.FAILED, 0) + counts.get(D.UNCERTAIN, 0)
-            if unsent and not counts.get(D.SENT, 0):
-                after = SendStatus(SEND_MOVES["fail"].target)
-                values.update(status_reason=f"nobody was sent it: {unsent} row(s) failed or uncertain")
-            else:
-                after = SendStatus(SEND_MOVES["finish"].target)
-            values.update(status=after, finished_at=now)
+        if row.queued_at is not None:
+            values.update(_finished(connection, send_id, after, now))
         connection.execute(update(sends).where(sends.c.id == send_id, sends.c.runner == owner).values(**values))
-        return after
+        return SendStatus(str(values.get("status", after)))
+
+
+def _finished(connection: Connection, send_id: int, status: SendStatus, now: dt.datetime) -> dict[str, object]:
+    """The send's row once it is over: ``sent`` (move ``finish``), or ``failed`` (move ``fail``) when its rows
+    all failed and none was sent; nothing if it is not ``sending`` or has rows queued or in flight."""
+    if status not in SEND_MOVES["finish"].sources or _count(connection, send_id, UNSETTLED):
+        return {}
+    counts = _counts(connection, send_id)
+    unsent = counts.get(D.FAILED, 0) + counts.get(D.UNCERTAIN, 0)
+    if unsent and not counts.get(D.SENT, 0):
+        return {"status": SEND_MOVES["fail"].target, "finished_at": now,
+                "status_reason": f"nobody was sent it: {unsent} row(s) failed or uncertain"}
+    return {"status": SEND_MOVES["finish"].target, "finished_at": now}
+
+
+def finish_if_settled(store: Store, send_id: int) -> SendStatus | None:
+    """For the workers: end a send handed to them once its last row is settled (``sent`` or ``failed``, as
+    ``release`` does). The send's row is locked, so of the jobs that settle its last rows at once exactly one
+    ends it: that one gets the status, every other None."""
+    now = utcnow()
+    with store.begin() as connection:
+        row = connection.execute(select(sends.c.status, sends.c.queued_at).where(sends.c.id == send_id)
+                                 .with_for_update()).first()
+        if row is None or row.queued_at is None:
+            return None
+        values = _finished(connection, send_id, SendStatus(row.status), now)
+        if not values:
+            return None
+        connection.execute(update(sends).where(sends.c.id == send_id).values(runner=None, lease_until=None,
+                                                                              **values))
+        return SendStatus(str(values["status"]))
+
+
+def hand_to_workers(store: Store, send_id: int, *, provider: str, part_size: int,
+                    owner: str | None = None) -> list[Part]:
+    """Give the send to the workers (move ``resume``, ``runner`` = WORKERS) and cut it into parts if it is not
+    yet; the parts with rows to send, one job each. SendBusy while a sender in-process other than ``owner``
+    (the runner that fired it) holds its lease; SendError, saying why, for a send that cannot be resumed."""
+    now = utcnow()
+    with store.begin() as connection:
+        record = _record(connection, send_id, lock=True)
+        _check_resumable(record)
+        _check_provider(record, provider)
+        if record.runner not in (None, WORKERS, owner) and record.lease_until and record.lease_until > now:
+            raise SendBusy(send_id, record.runner, record.lease_until)
+        handed = update(sends).where(sends.c.id == send_id).values(
+            runner=WORKERS, lease_until=None, status=SEND_MOVES["resume"].target, status_reason="",
+            started_at=func.coalesce(sends.c.started_at, literal(now, UTCDateTime)))
+        _holding_edition(connection, record.edition, lambda: connection.execute(handed), send_id=send_id)
+    part_store.cut(store, send_id, part_size)
+    return part_store.with_rows_to_send(store, send_id)
 
 
 # ---------------------------------------------------------------- batches
 
 
 def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seconds: float,
-                batch_id: str | None = None) -> Claimed | None:
-    """Claim the next queued rows (move ``claim``) while the lease is ``owner``'s and the send is ``sending``;
-    None when there are none, the send was paused or cancelled, or the lease is lost.
+                batch_id: str | None = None, part: Part | None = None) -> Claimed | None:
+    """Claim the next queued rows (move ``claim``) of the send, or of its ``part``, while the lease is
+    ``owner``'s and the send is ``sending``; None when there are none, the send was paused or cancelled (by
+    anyone, from any process: this is where every sender hears of it), or the lease is lost.
 
     Given a ``batch_id`` already claimed (a first try whose commit went unacknowledged when the database went
     away), that batch is returned as it was, not a second one: trying a claim again never strands rows."""
     now = utcnow()
     with store.begin() as connection:
-        if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds):
+        if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds, part=part):
             return None
         if batch_id is not None:
             ids = list(connection.scalars(select(deliveries.c.id).where(
@@ -404,8 +460,9 @@ def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seco
         if connection.scalar(select(sends.c.status).where(sends.c.id == send_id)) != S.SENDING:
             return None
         sources, target = _delivery_move("claim")
+        mine = deliveries.c.send_id == send_id if part is None else part_store.in_part(part)
         ids = list(connection.scalars(
-            select(deliveries.c.id).where(deliveries.c.send_id == send_id, deliveries.c.status.in_(sources))
+            select(deliveries.c.id).where(mine, deliveries.c.status.in_(sources))
             .order_by(deliveries.c.id).limit(size).with_for_update(skip_locked=True)))
         if not ids:
             return None
@@ -416,19 +473,21 @@ def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seco
         return Claimed(batch_id=batch_id, rows=_rows(connection, batch_id, ids))
 
 
-def orphaned_batches(store: Store, send_id: int) -> list[str]:
+def orphaned_batches(store: Store, send_id: int, part: Part | None = None) -> list[str]:
     """Batches a sender left in flight when its lease expired (only an idempotent provider's sender finds any)."""
+    mine = deliveries.c.send_id == send_id if part is None else part_store.in_part(part)
     with store.read() as connection:
         return list(connection.scalars(
-            select(deliveries.c.batch_id).where(deliveries.c.send_id == send_id, deliveries.c.status == D.SENDING)
+            select(deliveries.c.batch_id).where(mine, deliveries.c.status == D.SENDING)
             .group_by(deliveries.c.batch_id).order_by(func.min(deliveries.c.id))))
 
 
-def reclaim_batch(store: Store, send_id: int, owner: str, batch_id: str, *, lease_seconds: float) -> Claimed | None:
+def reclaim_batch(store: Store, send_id: int, owner: str, batch_id: str, *, lease_seconds: float,
+                  part: Part | None = None) -> Claimed | None:
     """A batch left in flight, again with the same id and the same rows, so its idempotency key holds."""
     now = utcnow()
     with store.begin() as connection:
-        if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds):
+        if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds, part=part):
             return None
         condition = and_(deliveries.c.send_id == send_id, deliveries.c.batch_id == batch_id,
                          deliveries.c.status == D.SENDING)
@@ -448,7 +507,7 @@ def _rows(connection: Connection, batch_id: str, ids: list[int]) -> tuple[Row, .
 
 
 def settle(store: Store, send_id: int, owner: str, batch_id: str, outcomes: Iterable[Settled], *,
-           lease_seconds: float) -> bool:
+           lease_seconds: float, part: Part | None = None) -> bool:
     """Record every outcome of a batch in one transaction, if the lease is still ``owner``'s (False, and nothing
     written, if it is not: whoever took the send over has settled these rows). Only rows still in flight in
     this batch move, each by its ``settle_*`` move."""
@@ -468,7 +527,7 @@ def settle(store: Store, send_id: int, owner: str, batch_id: str, outcomes: Iter
                          error_class=bindparam("error_class"), error_text=bindparam("error_text"),
                          updated_at=now, sent_at=bindparam("sent_at")))
     with store.begin() as connection:
-        if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds):
+        if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds, part=part):
             return False
         if rows:
             connection.execute(statement, rows)

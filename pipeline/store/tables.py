@@ -173,6 +173,20 @@ deliveries = Table(
 # A search by the start of an address, case-insensitive, in address order.
 Index("ix_deliveries_send_email", deliveries.c.send_id, func.lower(deliveries.c.email), deliveries.c.id)
 
+# A send handed to the workers (PostgreSQL) is cut into parts: each a range of its delivery ids, sent by one job
+# at a time, owned by that job's sender (host:pid:id) until lease_until, renewed while it lives. The ranges
+# cover every row of the send, so rows queued again later (--retry-failed) fall in a part too.
+send_parts = Table(
+    "send_parts",
+    metadata,
+    Column("send_id", Integer, ForeignKey("sends.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("first_id", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("last_id", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("runner", String(200), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+)
+
 events = Table(
     "events",
     metadata,
