@@ -553,7 +553,8 @@ def run_http(provider: str, args: argparse.Namespace) -> None:
         audience = args.audience if name == "sink" else args.emulator_audience
         try:
             for _ in range(args.rounds):
-                rows += pair(server, provider, audience, secret)
+                rows += [single(server, provider, audience, secret)] if args.no_raw else pair(server, provider,
+                                                                                             audience, secret)
             if name == "sink" and args.compare:
                 rows.append(single(server, provider, args.compare, secret))
         finally:
@@ -735,6 +736,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="HTTP providers: one send of --audience to the sink under cProfile, then the top "
                              "functions with their share of the time")
+    parser.add_argument("--no-raw", action="store_true",
+                        help="HTTP providers: the pipeline's sends only, no raw ceiling (whose child holds every "
+                             "request body at once: ~80 KB a Postmark recipient), e.g. for the memory ratio at "
+                             "--audience 100000")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="HTTP providers: a [provider] setting for every send and raw run, e.g. batch_size=100 "
                              "or concurrency=8 (default: none, the provider's defaults)")
