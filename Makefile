@@ -79,6 +79,7 @@ bench: setup
 	$(PY) benchmarks/bench_links.py
 	$(PY) benchmarks/bench_webhooks.py
 	$(PY) benchmarks/bench_console.py
+	$(PY) benchmarks/bench_startup.py
 
 # Style and types: ruff, then mypy over the package (which ships py.typed), the tests and benchmarks.
 check: $(STAMP)

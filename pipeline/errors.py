@@ -6,6 +6,7 @@
     ├── RenderError        a template or the MJML/CSS stages failed
     ├── ChecksFailed       pre-flight checks found errors (exit code 1)
     ├── StoreError         the database cannot be opened or used
+    │   └── StoreUnavailable    it did not answer (connection refused or lost): trying again may succeed
     ├── SubscriberError    a subscriber file or address cannot be used
     ├── SendError          a send cannot start, resume or change state
     │   └── SendBusy           another sender holds the send's lease
@@ -61,6 +62,12 @@ class ChecksFailed(NewsletterError):
 
 class StoreError(NewsletterError):
     """The database cannot be opened, migrated or used."""
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer: the connection was refused or lost (a restart, a network cut). The
+    transaction was rolled back, or its commit may not have been acknowledged: only an operation that is
+    safe to repeat is tried again."""
 
 
 class SubscriberError(NewsletterError):

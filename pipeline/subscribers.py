@@ -35,11 +35,11 @@ from pipeline.oneline import breaking_character
 from pipeline.store import Store, utcnow
 from pipeline.store import subscribers as db
 from pipeline.store.audience import TAG, stored_tags, tags_of
+from pipeline.store.states import SUPPRESSION_REASONS
 from pipeline.store.tables import LISTED_STATUSES, SUBSCRIBER_STATUSES
 
 COLUMNS = ("email", "name", "tags", "status")
 INACTIVE = tuple(status for status in LISTED_STATUSES if status != "active")
-SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual", "provider")
 MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
 CHUNK = 1000  # lines looked up and written per statement during an import

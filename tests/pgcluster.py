@@ -108,9 +108,17 @@ class Cluster:
 
     def restart(self, *, down_seconds: float = 0.0) -> None:
         """Stop the server (fast: open connections are cut), stay down ``down_seconds``, start it again."""
-        self._pg_ctl("stop", "-m", "fast")
+        self.down()
         if down_seconds:
             time.sleep(down_seconds)
+        self.up()
+
+    def down(self) -> None:
+        """Stop the server, cutting open connections (an outage: ``up`` ends it)."""
+        self._pg_ctl("stop", "-m", "fast")
+
+    def up(self) -> None:
+        """Start the server again after ``down``; returns once it accepts connections."""
         self._pg_ctl("start")
 
     def stop(self) -> None:

@@ -306,6 +306,11 @@ def _kill_when_sent(process: subprocess.Popen[bytes], store: Store, threshold: i
 def test_sigkill_at_a_random_moment_then_resume(project: Path, settings: Settings, store: Store, seed: int) -> None:
     audience = 1200
     _small_batches(project)
+    # Paced at 300 a second (the first second's worth at once), so the send lasts some 3 s whatever the
+    # machine's speed, and the kill lands while it is under way.
+    toml = project / "newsletter.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("batch_size = 7", "batch_size = 7\nrate_per_second = 300"),
+                    encoding="utf-8")
     _audience(store, project, _many(audience))
     process = _spawn(project, "send", SAMPLE, "--now", "--offline", "--no-progress")
     threshold = random.Random(seed).randrange(1, audience * 3 // 4)

@@ -8,7 +8,10 @@
     web.py          serve
     users.py        users add|list|passwd|token|remove
 
-Every command parses its arguments, calls the library and prints the result.
+Every command parses its arguments, calls the library and prints the result. Registering the commands
+imports nothing heavy: each command imports the stages it runs (and the settings are loaded) only once
+the arguments are parsed, so ``--help`` and a usage error start at once; tests/test_startup.py holds
+that line.
 ``asyncio.run`` is called here, at the edge (and in the scheduler's threads), nowhere else. A
 ``NewsletterError`` becomes one line on stderr and its exit code (2; 1 for
 failed checks).
@@ -20,11 +23,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pipeline import __version__
 from pipeline.cli import build, emulator, schedule, send, subscribers, users, web
-from pipeline.config import Settings, load_settings
 from pipeline.errors import NewsletterError
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 GROUPS = (build, send, subscribers, schedule, web, users, emulator)
 
@@ -45,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _settings_if_any(path: str | None) -> Settings | None:
+    from pipeline.config import load_settings
+
     try:
         return load_settings(path)
     except NewsletterError:
@@ -55,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code (0 ok, 1 failed checks, 2 bad input or usage)."""
     args = parser().parse_args(argv)
     try:
+        from pipeline.config import load_settings
+
         # The emulator needs no publication; it reads the settings only to print hints when it can.
         optional = getattr(args, "settings_optional", False)
         settings = _settings_if_any(args.config) if optional else load_settings(args.config)

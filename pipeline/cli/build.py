@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.build import Build
 from pipeline.cli.common import add_draft, add_format, draft_folder
-from pipeline.config import GMAIL_CLIP_BYTES, Settings, describe_settings
-from pipeline.prepare import prepare_and_write
+
+if TYPE_CHECKING:
+    from pipeline.build import Build
+    from pipeline.checks import Report
+    from pipeline.config import Settings
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -45,12 +46,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.prepare import prepare_and_write
+
     build = prepare_and_write(draft_folder(args.draft, settings), settings, args.out)
     report_build(build, settings)
     return 0
 
 
 def report_build(build: Build, settings: Settings) -> None:
+    from pipeline.config import GMAIL_CLIP_BYTES
+
     limit = settings.checks.max_html_bytes
     size = build.email_bytes
     print(f"built {build.edition.name} into {build.folder}")
@@ -63,6 +68,7 @@ def report_build(build: Build, settings: Settings) -> None:
 
 
 def _preview(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.prepare import prepare_and_write
     from pipeline.preview import screenshot_email
 
     build = prepare_and_write(draft_folder(args.draft, settings), settings, args.out)
@@ -74,6 +80,9 @@ def _preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import json
+
     from pipeline.checks import check_edition
     from pipeline.prepare import prepare
 
@@ -86,7 +95,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
-def format_report(report) -> str:
+def format_report(report: Report) -> str:
     """Problems grouped by severity, errors first, each with its place; a summary line last."""
     lines = []
     for title, group in (("errors", report.errors), ("warnings", report.warnings)):
@@ -105,5 +114,7 @@ def format_report(report) -> str:
 
 
 def _config_show(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.config import describe_settings
+
     print(describe_settings(settings), end="")
     return 0

@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import Settings
-
 if TYPE_CHECKING:
+    from pipeline.config import Settings
     from pipeline.store import Store
 
 MAX_ID = 2**63 - 1  # the largest id a database row can have

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import logging
 import sys
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from pipeline.cli.common import add_format, add_gate, parse_send_id
-from pipeline.config import Settings
-from pipeline.csvcells import DictWriter
 from pipeline.errors import ScheduleError
-from pipeline.store import Store
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from pipeline.config import Settings
     from pipeline.schedule import ScheduledLine
+    from pipeline.store import Store
 
 ACTIONS = ("list", "cancel", "move")
 
@@ -60,6 +59,7 @@ def _when(args: argparse.Namespace, settings: Settings) -> tuple[dt.datetime, Zo
 
 def run_schedule_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import schedule
+    from pipeline.store import Store
     from pipeline.when import describe
 
     store = Store.from_settings(settings)
@@ -97,6 +97,7 @@ def _schedule_draft(args: argparse.Namespace, settings: Settings, store: Store, 
 
 
 def _print_calendar(lines: list[ScheduledLine], fmt: str) -> int:
+    from pipeline.csvcells import DictWriter
     from pipeline.when import describe, zone
 
     if fmt != "table":
@@ -124,7 +125,10 @@ def _print_calendar(lines: list[ScheduledLine], fmt: str) -> int:
 
 
 def run_scheduler_command(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
     from pipeline.schedule import run_forever
+    from pipeline.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("apscheduler", "httpx", "alembic"):

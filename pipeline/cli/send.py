@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.build import Build
-from pipeline.checks import Override, Report
 from pipeline.cli.common import add_draft, add_format, add_gate, draft_folder, parse_send_id
-from pipeline.config import Settings
 from pipeline.errors import SendError
-from pipeline.store import Store
-from pipeline.store.sends import SendSummary
 from pipeline.store.states import DeliveryStatus, SendStatus
 
 if TYPE_CHECKING:
+    from pipeline.build import Build
+    from pipeline.checks import Override, Report
+    from pipeline.config import Settings
     from pipeline.send import Lease
+    from pipeline.store import Store
+    from pipeline.store.sends import SendSummary
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -57,6 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_send_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import send
+    from pipeline.store import Store
 
     if args.now or args.test:
         if not args.draft:
@@ -85,6 +85,8 @@ def checked_build(draft: str, args: argparse.Namespace,
                   settings: Settings) -> tuple[Build, Report, Override | None]:
     """Build the draft once and pass it through the check gate (``--offline``, ``--force --reason``);
     return the build, its report and the override, if any, to record with the send."""
+    import asyncio
+
     from pipeline.checks import require_passing
     from pipeline.prepare import checked
 
@@ -93,7 +95,10 @@ def checked_build(draft: str, args: argparse.Namespace,
 
 
 def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from pipeline import send
+    from pipeline.store import Store
 
     build, report, override = checked_build(args.draft, args, settings)
     edition = build.edition
@@ -115,6 +120,8 @@ def _send_draft(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(store: Store, settings: Settings, send_id: int, *, progress: bool, lease: Lease | None = None) -> int:
+    import asyncio
+
     from tqdm import tqdm
 
     from pipeline import send
@@ -147,6 +154,7 @@ def _print_summary(summary: SendSummary, settings: Settings | None = None) -> in
 
 def run_logs_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import logs
+    from pipeline.store import Store
 
     store = Store.from_settings(settings)
     if args.send_id is None:

@@ -8,21 +8,16 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.cli.common import opened_store
-from pipeline.config import Settings
 from pipeline.errors import SubscriberError
-from pipeline.store import Store
-from pipeline.store.tables import SUBSCRIBER_STATUSES
-from pipeline.subscribers import (
-    SUPPRESSION_REASONS,
-    ImportReport,
-    Subscriber,
-    export_subscribers,
-    import_subscribers,
-    list_subscribers,
-    unsubscribe,
-)
+from pipeline.store.states import SUPPRESSION_REASONS, SubscriberStatus
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+    from pipeline.store import Store
+    from pipeline.subscribers import ImportReport, Subscriber
 
 
 def import_file(name: str, settings: Settings) -> Path:
@@ -45,6 +40,8 @@ def format_import(report: ImportReport, path: Path) -> str:
 
 
 def import_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.subscribers import import_subscribers
+
     path = import_file(args.file, settings)
     with opened_store(settings) as store:
         report = import_subscribers(store, path, dry_run=args.dry_run, resubscribe=args.resubscribe)
@@ -73,6 +70,8 @@ def _print_json(listing: Iterator[Subscriber]) -> None:
 
 
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.subscribers import export_subscribers, list_subscribers
+
     with opened_store(settings) as store:
         if args.format == "csv":
             export_subscribers(store, sys.stdout, tag=args.tag, status=args.status)
@@ -84,6 +83,8 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _export_to_file(store: Store, out: Path, *, tag: str | None, status: str | None) -> int:
     """Export into ``out`` through a temporary file, so that a failed export leaves no half file."""
+    from pipeline.subscribers import export_subscribers
+
     partial = out.with_name(out.name + ".part")
     try:
         with partial.open("w", encoding="utf-8", newline="") as file:
@@ -97,6 +98,8 @@ def _export_to_file(store: Store, out: Path, *, tag: str | None, status: str | N
 
 
 def export_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.subscribers import export_subscribers
+
     with opened_store(settings) as store:
         if args.out is None:
             count = export_subscribers(store, sys.stdout, tag=args.tag, status=args.status)
@@ -108,6 +111,8 @@ def export_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def unsubscribe_command(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.subscribers import unsubscribe
+
     with opened_store(settings) as store:
         known = unsubscribe(store, args.email, reason=args.reason, source="command line")
     if known:
@@ -119,7 +124,7 @@ def unsubscribe_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", metavar="TAG", help="only subscribers with this tag")
-    parser.add_argument("--status", choices=SUBSCRIBER_STATUSES, help="only subscribers with this status")
+    parser.add_argument("--status", choices=tuple(SubscriberStatus), help="only subscribers with this status")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

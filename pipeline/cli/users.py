@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from typing import TYPE_CHECKING
 
 from pipeline.cli.common import opened_store
-from pipeline.config import Settings
 from pipeline.errors import NewsletterError
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 CLI = "cli"  # who the audit log says acted, for a change made at the command line
 

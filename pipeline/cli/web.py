@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from typing import TYPE_CHECKING
 
-from pipeline.config import Settings
 from pipeline.errors import NewsletterError
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -22,6 +24,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
     import uvicorn
 
     from pipeline.web.app import create_app

@@ -12,6 +12,11 @@ The rules that make a send exactly-once across crashes:
 - The send is owned by one sender's lease (``lease.py``), renewed on a timer
   while it lives; every claim and every outcome write checks it. A sender
   takes a send over only once the lease has expired.
+- A claim or an outcome write that meets a database outage (a restart, a
+  lost connection) is tried again, with backoff, for up to a lease: both are
+  safe to repeat (a claim under the same batch id returns that batch; a
+  settle moves only rows still in flight). Only then does the sender give up,
+  leaving the rows in flight to the rule below.
 - Rows found ``sending`` by a sender taking a send over were in flight when
   their sender stopped: they are handed over again — as the same batch, under
   the same id, so the provider recognises its idempotency key — only if the
@@ -25,15 +30,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TypeVar
 
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
 from pipeline import messages, urls
 from pipeline.config import Settings
-from pipeline.errors import ProviderAmbiguous, ProviderAuthError, ProviderError, ProviderRejected, ProviderUnavailable
+from pipeline.errors import (
+    ProviderAmbiguous,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    StoreUnavailable,
+)
 from pipeline.mail import Batch, Mail, Outcome
 from pipeline.providers import make_provider
 from pipeline.providers.base import Provider
@@ -85,7 +100,6 @@ class _Pump:
         self.store, self.settings, self.lease = store, settings, lease
         self.send_id = lease.send_id
         self.provider, self.on_progress = provider, on_progress
-        self.bucket = TokenBucket(store, provider.name, settings.provider.rate_per_second)
         self.batch_size = min(settings.provider.batch_size or provider.max_batch, provider.max_batch)
         self.record = record
         name, subject, html, text = db.sent_parts(store, self.send_id)
@@ -99,10 +113,25 @@ class _Pump:
         # One thread does this sender's database work, in the order it was asked for: the event loop only
         # moves bytes, and SQLite sees one writer per process.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{self.send_id}-db")
+        self.bucket = TokenBucket(store, provider.name, settings.provider.rate_per_second,
+                                  run=functools.partial(self._durable, "taking from the rate limit"))
 
     async def _call(self, function: Callable[..., _T], *args: object, **kwargs: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._db, functools.partial(function, *args,
                                                                                             **kwargs))
+
+    async def _durable(self, what: str, function: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+        """``function`` on the database thread, tried again through an outage for up to a lease: only for
+        operations that are safe to repeat. Gives up with the last ``StoreUnavailable``."""
+        def warn(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.warning("send %s: %s: %s; trying again in %.1f s", self.send_id, what, error, wait)
+
+        retrying = AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), reraise=True,
+                                 stop=stop_after_delay(self.lease.seconds), before_sleep=warn,
+                                 wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.2))
+        return await retrying(self._call, function, *args, **kwargs)
 
     async def run(self, should_stop: StopCheck) -> None:
         try:
@@ -112,36 +141,44 @@ class _Pump:
 
     async def _run(self, should_stop: StopCheck) -> None:
         in_flight: set[asyncio.Task[None]] = set()
-        orphans = await self._call(db.orphaned_batches, self.store, self.send_id)
+        orphans = await self._durable("reading the batches left in flight", db.orphaned_batches, self.store,
+                                      self.send_id)
+        done: set[asyncio.Task[None]] = set()
         try:
             while not self.stopped and not self.lease.lost.is_set() and not should_stop():
                 if len(in_flight) >= self.settings.provider.concurrency:
-                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # a batch that could not be recorded stops the send here
+                    finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    done |= finished
+                    if any(task.exception() for task in finished):
+                        break  # a batch that could not be recorded stops the send
                     continue
                 # Wait for the rate limit before claiming, not after: rows claimed and then kept waiting
                 # would be in flight, and uncertain, if the sender died during the wait.
                 await self.bucket.take(self.batch_size)
-                claimed = await self._call(self._next, orphans)
-                self.bucket.give_back(self.batch_size - (len(claimed.rows) if claimed else 0))
+                claimed = await self._next(orphans)
+                await self.bucket.give_back(self.batch_size - (len(claimed.rows) if claimed else 0))
                 if claimed is None:
                     break
                 in_flight.add(asyncio.create_task(self._deliver(claimed)))
         finally:
             if in_flight:  # finish what is in flight, whatever stopped the loop
                 await asyncio.wait(in_flight)
-        for task in in_flight:
-            task.result()
+            done |= in_flight
+        # Every batch's end is looked at (no task exception goes unretrieved); the first failure is raised.
+        failures = [error for task in done if (error := task.exception()) is not None]
+        if failures:
+            raise failures[0]
 
-    def _next(self, orphans: list[str]) -> db.Claimed | None:
-        seconds = self.lease.seconds
+    async def _next(self, orphans: list[str]) -> db.Claimed | None:
+        owner, seconds = self.lease.owner, self.lease.seconds
         while orphans:
-            claimed = db.reclaim_batch(self.store, self.send_id, self.lease.owner, orphans.pop(0),
-                                       lease_seconds=seconds)
+            batch_id = orphans.pop(0)
+            claimed = await self._durable(f"taking over batch {batch_id}", db.reclaim_batch, self.store,
+                                          self.send_id, owner, batch_id, lease_seconds=seconds)
             if claimed is not None:
                 return claimed
-        return db.claim_batch(self.store, self.send_id, self.lease.owner, self.batch_size, lease_seconds=seconds)
+        return await self._durable("claiming a batch", db.claim_batch, self.store, self.send_id, owner,
+                                   self.batch_size, lease_seconds=seconds, batch_id=uuid.uuid4().hex)
 
     def _batch(self, claimed: db.Claimed) -> Batch:
         settings = self.settings
@@ -162,8 +199,8 @@ class _Pump:
                               provider_message_id=outcome.provider_message_id, error_class=outcome.error_class,
                               error_text=outcome.error_text, suppress=outcome.suppress,
                               email=emails.get(outcome.delivery_id, "")) for outcome in outcomes]
-        if not await self._call(db.settle, self.store, self.send_id, self.lease.owner, batch.id, settled,
-                                     lease_seconds=self.lease.seconds):
+        if not await self._durable(f"recording batch {batch.id}", db.settle, self.store, self.send_id,
+                                   self.lease.owner, batch.id, settled, lease_seconds=self.lease.seconds):
             self.lease.lost.set()
             log.error("send %s: the lease was lost with batch %s in flight; its %d outcome(s) are not recorded "
                       "(the sender that took the send over settles those rows)", self.send_id, batch.id,

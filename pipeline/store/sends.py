@@ -384,13 +384,23 @@ def release(store: Store, send_id: int, owner: str) -> SendStatus | None:
 # ---------------------------------------------------------------- batches
 
 
-def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seconds: float) -> Claimed | None:
+def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seconds: float,
+                batch_id: str | None = None) -> Claimed | None:
     """Claim the next queued rows (move ``claim``) while the lease is ``owner``'s and the send is ``sending``;
-    None when there are none, the send was paused or cancelled, or the lease is lost."""
+    None when there are none, the send was paused or cancelled, or the lease is lost.
+
+    Given a ``batch_id`` already claimed (a first try whose commit went unacknowledged when the database went
+    away), that batch is returned as it was, not a second one: trying a claim again never strands rows."""
     now = utcnow()
     with store.begin() as connection:
         if not _still_owned(connection, send_id, owner, now, lease_seconds=lease_seconds):
             return None
+        if batch_id is not None:
+            ids = list(connection.scalars(select(deliveries.c.id).where(
+                deliveries.c.send_id == send_id, deliveries.c.batch_id == batch_id,
+                deliveries.c.status == D.SENDING).order_by(deliveries.c.id)))
+            if ids:
+                return Claimed(batch_id=batch_id, rows=_rows(connection, batch_id, ids))
         if connection.scalar(select(sends.c.status).where(sends.c.id == send_id)) != S.SENDING:
             return None
         sources, target = _delivery_move("claim")
@@ -399,7 +409,7 @@ def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seco
             .order_by(deliveries.c.id).limit(size).with_for_update(skip_locked=True)))
         if not ids:
             return None
-        batch_id = uuid.uuid4().hex
+        batch_id = batch_id or uuid.uuid4().hex
         connection.execute(update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.status.in_(sources))
                            .values(status=target, batch_id=batch_id, attempts=deliveries.c.attempts + 1,
                                    updated_at=now))

@@ -58,6 +58,10 @@ class SubscriberStatus(StrEnum):
     ERASED = "erased"  # their personal data deleted at their request; only a hash of the address is kept
 
 
+# Why an address is in suppressions (its reason column); the first three also become the subscriber's status.
+SUPPRESSION_REASONS = ("unsubscribed", "bounced", "complained", "manual", "provider")
+
+
 @dataclass(frozen=True)
 class Move:
     """A named change of status: from any of ``sources`` to ``target``."""
