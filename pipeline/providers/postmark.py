@@ -43,6 +43,7 @@ from pipeline.providers.http import (
     read_json,
     send_parts,
     spliced_chunks,
+    yielding,
 )
 
 MAX_MESSAGES = 500
@@ -66,7 +67,8 @@ class PostmarkProvider(HttpProvider):
         self.message_stream = settings.provider.message_stream or "broadcast"
 
     async def send(self, batch: Batch) -> list[Outcome]:
-        encoded = [(person, self._chunks(batch.mail, person)) for person in batch.recipients]
+        mail = batch.mail
+        encoded = [item async for item in yielding(batch.recipients, lambda person: self._chunks(mail, person))]
         sized = [(person, chunks, sum(map(len, chunks))) for person, chunks in encoded]
         too_large = [_too_large(person, size) for person, _, size in sized if size > MAX_MESSAGE_BYTES]
         parts = _parts([(person, chunks, size) for person, chunks, size in sized if size <= MAX_MESSAGE_BYTES])
