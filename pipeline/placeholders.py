@@ -94,8 +94,13 @@ class Encoded:
     used: frozenset[str] = frozenset()  # the slots' names, each encoded once per recipient
 
     def render(self, values: dict[str, str], *, escape: bool) -> bytes:
+        return self.pieces[0] if not self.slots else b"".join(self.chunks(values, escape=escape))
+
+    def chunks(self, values: dict[str, str], *, escape: bool) -> list[bytes]:
+        """What ``render`` joins: the constant pieces (shared, not copied) and the recipient's encoded values,
+        for a caller that joins many messages into one request body at once."""
         if not self.slots:
-            return self.pieces[0]
+            return [self.pieces[0]]
         encode = self.encode
         if escape:
             mine = {slot: encode(html.escape(values.get(slot, ""), quote=True)) for slot in self.used}
@@ -104,7 +109,7 @@ class Encoded:
         out = [self.pieces[0]]
         for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
             out += (mine[slot], piece)
-        return b"".join(out)
+        return out
 
 
 @lru_cache(maxsize=64)  # a send's few parts (and, for quoted-printable, their placeholder lines), split once

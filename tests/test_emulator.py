@@ -53,6 +53,39 @@ def mailgun_post(client: httpx.Client, fields: list[tuple[str, str]], headers: d
     return client.post(f"/v3/{domain}/messages", files=files, headers=basic("api", KEY) if headers is None else headers)
 
 
+# -- what a benchmark reads ---------------------------------------------------------------------------------------
+
+def bodies_after(client: httpx.Client, *batches: list[dict[str, Any]]) -> dict[str, Any]:
+    assert client.post("/_emulator/reset").status_code == 200
+    for batch in batches:
+        assert client.post("/email/batch", json=batch, headers=POSTMARK).status_code == 200
+    return client.get("/_emulator/stats").json()
+
+
+def test_stats_keep_the_sending_phase_and_a_digest_of_the_bodies_in_any_order(client: httpx.Client) -> None:
+    first, second = [postmark_message("a@example.net")], [postmark_message("b@example.net")]
+    stats = bodies_after(client, first, second)
+    phase = stats["sending"]
+    assert phase["first_request"] <= phase["last_answer"] and phase["seconds"] >= 0
+    assert stats["bodies"]["count"] == 2
+    assert bodies_after(client, second, first)["bodies"] == stats["bodies"]  # concurrent requests arrive in any order
+    assert bodies_after(client, first, first)["bodies"] != stats["bodies"]
+    assert client.post("/_emulator/reset").status_code == 200
+    assert client.get("/_emulator/stats").json()["sending"] == {"first_request": None, "last_answer": None,
+                                                                "seconds": None}
+
+
+def test_a_multipart_boundary_does_not_change_the_digest(client: httpx.Client) -> None:
+    fields = [("from", "Report <report@example.org>"), ("to", "a@example.net"), ("subject", "Issue 7"),
+              ("text", "Hi")]
+    digests = []
+    for _ in range(2):  # httpx draws a new boundary for each request
+        assert client.post("/_emulator/reset").status_code == 200
+        assert mailgun_post(client, fields).status_code == 200
+        digests.append(client.get("/_emulator/stats").json()["bodies"])
+    assert digests[0] == digests[1] and digests[0]["count"] == 1
+
+
 # -- Postmark ----------------------------------------------------------------------------------------------------
 
 def postmark_message(to: str, **extra: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -78,10 +79,48 @@ def script(method: str, path: str, hit: int) -> Reply:
     return Reply(status=404)
 
 
-class Site:
-    """A threaded web server on 127.0.0.1 that answers by ``script`` and counts hits and concurrency."""
+class InFlight:
+    """Requests in flight across several sites at once, and the most there ever were."""
 
     def __init__(self) -> None:
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+class _CountingServer(ThreadingHTTPServer):
+    """Counts the TCP connections it accepts."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.connections = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1  # serve_forever's one thread accepts: no lock needed
+        super().process_request(request, client_address)
+
+
+class Site:
+    """A threaded web server on 127.0.0.1 that answers by ``script`` and counts hits, connections and concurrency.
+
+    ``overall`` counts the requests in flight at this site and at the others given the same one;
+    ``keep_alive`` answers in HTTP/1.1, so that a client may reuse its connection.
+    """
+
+    def __init__(self, *, overall: InFlight | None = None, keep_alive: bool = False) -> None:
+        self.overall = overall or InFlight()
         self.hits: Counter[tuple[str, str]] = Counter()
         self.headers: dict[str, dict[str, str]] = {}
         self._bodies_sent: dict[str, bool] = {}
@@ -89,7 +128,7 @@ class Site:
         self.most_in_flight: Counter[str] = Counter()
         self._in_flight: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _CountingServer(_KeepAliveHandler if keep_alive else _Handler)
         self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]  # clients that gave up
         self.server.site = self  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
@@ -125,10 +164,19 @@ class Site:
             self._in_flight[group] += 1
             self.most_in_flight[group] = max(self.most_in_flight[group], self._in_flight[group])
         try:
-            yield
+            with self.overall.serving():
+                yield
         finally:
             with self._lock:
                 self._in_flight[group] -= 1
+
+    def start(self) -> Site:
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -166,14 +214,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # the connection stays open for the client's next request
+
+
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
-    site = Site()
-    thread = threading.Thread(target=site.server.serve_forever, daemon=True)
-    thread.start()
+    site = Site().start()
     yield site
-    site.server.shutdown()
-    site.server.server_close()
+    site.stop()
 
 
 def check(site: Site, *paths: str, options: LinkOptions = FAST,
@@ -299,6 +348,32 @@ def test_global_limit(site: Site) -> None:
     results = check(site, *(f"/pool/all/{n}" for n in range(8)), options=options)
     assert {result.result for result in results.values()} == {"ok"}
     assert site.most_in_flight["pool/all"] <= 3
+
+
+def test_per_host_limit_holds_while_several_hosts_are_served_at_once() -> None:
+    overall = InFlight()
+    sites = [Site(overall=overall).start() for _ in range(3)]
+    try:
+        urls = [site.url(f"/pool/many/{n}") for site in sites for n in range(6)]
+        results = asyncio.run(check_links(urls, LinkOptions(concurrency=128, per_host=2, cache_hours=0)))
+    finally:
+        for site in sites:
+            site.stop()
+    assert {result.result for result in results.values()} == {"ok"}
+    assert all(site.most_in_flight["pool/many"] <= 2 for site in sites)
+    assert overall.most > 2  # the hosts were served at the same time, each within its own limit
+
+
+def test_connections_are_reused_per_host() -> None:
+    site = Site(keep_alive=True).start()
+    try:
+        results = check(site, *(f"/ok/reused/{n}" for n in range(8)), "/moved/reused", "/missing/reused",
+                        options=LinkOptions(per_host=2, cache_hours=0))
+    finally:
+        site.stop()
+    assert [result.result for result in results.values()] == ["ok"] * 8 + ["redirected", "broken"]
+    assert site.count("/ok/moved-reused") == 1
+    assert site.server.connections <= 2  # one pool for the check: 11 requests on the host's 2 connections
 
 
 def test_progress_is_reported_for_every_url(site: Site) -> None:

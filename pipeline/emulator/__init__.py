@@ -13,7 +13,9 @@ record per recipient, instead of sending it:
 Every provider accepts the key ``emulator-key`` unless given another. The control API:
 
     GET  /_emulator/messages?provider=&to=&batch=&limit=&offset=   recorded messages
-    GET  /_emulator/stats                                          counts
+    GET  /_emulator/stats                                          counts; when the first send request
+                                                                   came and the last answer left; a digest
+                                                                   of the bodies (``digest.py``)
     POST /_emulator/reset                                          forget everything
     GET  /_emulator/faults, POST /_emulator/faults                 the fault plan
 

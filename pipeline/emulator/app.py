@@ -57,9 +57,18 @@ class EmulatorApp:
         self.app, self.emulator = app, emulator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[DROP] = lambda: _close_connection(receive)
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[DROP] = lambda: _close_connection(receive)
+        if scope["path"].startswith("/_emulator") or scope["path"] == "/":
+            await self.app(scope, receive, send)
+            return
+        self.emulator.sending.begin()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.emulator.sending.end()  # the answer is with the server, on its way out
 
 
 def _close_connection(receive: Receive) -> None:
@@ -83,6 +92,8 @@ def _send_endpoint(module: ModuleType) -> Callable[[Request], Awaitable[Response
         fault = emulator.faults.draw()
         emulator.requests[module.NAME] += 1
         body = await read_body(request, module.MAX_BODY)
+        if body is not None:
+            emulator.bodies.add(body, request.headers.get("content-type", ""))
         if emulator.faults.plan.latency_ms:
             await asyncio.sleep(emulator.faults.plan.latency_ms / 1000)
         if fault is not None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from pipeline.emulator.digest import BodyDigest
+
 if TYPE_CHECKING:
     from pipeline.emulator.webhooks import WebhookPoster
 
@@ -358,6 +360,8 @@ class Emulator:
         self._clear_counters()
 
     def _clear_counters(self) -> None:
+        self.sending = SendingPhase()
+        self.bodies = BodyDigest()
         self.batches = 0
         self.requests: Counter[str] = Counter()
         self.responses: dict[str, Counter[int]] = {provider: Counter() for provider in PROVIDERS}
@@ -387,7 +391,28 @@ class Emulator:
                 "responses": {provider: {str(status): count for status, count in sorted(counter.items())}
                               for provider, counter in self.responses.items()},
                 "faults_injected": dict(sorted(self.injected.items())),
-                "idempotent_replays": self.replayed}
+                "idempotent_replays": self.replayed,
+                "sending": self.sending.to_json(), "bodies": self.bodies.to_json()}
+
+
+class SendingPhase:
+    """When the first send request arrived and the last answer left (``time.monotonic``, the same clock for
+    every process of the machine), so that a benchmark reads a rate over the sending alone."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def begin(self) -> None:
+        if self.first is None:
+            self.first = time.monotonic()
+
+    def end(self) -> None:
+        self.last = time.monotonic()
+
+    def to_json(self) -> dict[str, float | None]:
+        return {"first_request": self.first, "last_answer": self.last,
+                "seconds": None if self.first is None or self.last is None else self.last - self.first}
 
 
 def now_iso() -> str:

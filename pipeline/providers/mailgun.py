@@ -90,15 +90,27 @@ class MailgunProvider(HttpProvider):
         return fields
 
     async def _send_part(self, mail: Mail, people: Sequence[Recipient]) -> list[Outcome]:
-        files = [(name, (None, value.encode())) for name, value in self.form(mail, people)]  # multipart/form-data
-        response = await post(self.client, f"{self.base_url}/v3/{self.domain}/messages", policy=self.policy,
-                              idempotent=False, key=self.key, files=files, auth=("api", self.key.value),
-                              headers={"Accept": "application/json"})
+        url = f"{self.base_url}/v3/{self.domain}/messages"
+        content, content_type = multipart(self.form(mail, people))
+        response = await post(self.client, url, policy=self.policy, idempotent=False, key=self.key, content=content,
+                              auth=("api", self.key.value),
+                              headers={"Accept": "application/json", "Content-Type": content_type})
         answer = read_json(response)
         message_id = answer.get("id") if isinstance(answer, dict) else None
         message_id = message_id.strip("<>") if isinstance(message_id, str) else None
         return [Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=message_id)
                 for person in people]
+
+
+def multipart(fields: list[tuple[str, str]]) -> tuple[bytes, str]:
+    """The fields as one multipart/form-data body (httpx's encoding, boundary and all) and its Content-Type.
+
+    Encoded whole before the request: handed to httpx as ``files``, 1,000 ``to`` fields go out as some
+    four thousand small writes, each an await and a system call.
+    """
+    request = httpx.Request("POST", "http://form.invalid/", files=[(name, (None, value.encode()))
+                                                                     for name, value in fields])
+    return request.read(), request.headers["Content-Type"]
 
 
 @functools.lru_cache(maxsize=8)

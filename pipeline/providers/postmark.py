@@ -34,13 +34,16 @@ from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
 from pipeline.providers.http import (
     HttpProvider,
+    Pieces,
     RetryPolicy,
     address,
+    json_array,
     message_headers,
     post,
     read_json,
     send_parts,
-    spliced,
+    spliced_chunks,
+    yielding,
 )
 
 MAX_MESSAGES = 500
@@ -64,12 +67,14 @@ class PostmarkProvider(HttpProvider):
         self.message_stream = settings.provider.message_stream or "broadcast"
 
     async def send(self, batch: Batch) -> list[Outcome]:
-        encoded = [(person, self._encode(batch.mail, person)) for person in batch.recipients]
-        too_large = [_too_large(person, len(body)) for person, body in encoded if len(body) > MAX_MESSAGE_BYTES]
-        parts = _parts([(person, body) for person, body in encoded if len(body) <= MAX_MESSAGE_BYTES])
-        groups = [[person for person, _ in part] for part in parts]
-        bodies = [_array([body for _, body in part]) for part in parts]
-        del encoded, parts  # while the requests are out, hold each message once: in its request body
+        mail = batch.mail
+        encoded = [item async for item in yielding(batch.recipients, lambda person: self._chunks(mail, person))]
+        sized = [(person, chunks, sum(map(len, chunks))) for person, chunks in encoded]
+        too_large = [_too_large(person, size) for person, _, size in sized if size > MAX_MESSAGE_BYTES]
+        parts = _parts([(person, chunks, size) for person, chunks, size in sized if size <= MAX_MESSAGE_BYTES])
+        groups = [[person for person, _, _ in part] for part in parts]
+        bodies = [json_array([chunks for _, chunks, _ in part]) for part in parts]
+        del encoded, sized, parts  # while the requests are out, hold each message once: in its request's pieces
 
         async def send_part(index: int, people: Sequence[Recipient]) -> list[Outcome]:
             return await self._send_part(people, bodies[index])
@@ -96,9 +101,14 @@ class PostmarkProvider(HttpProvider):
 
     def _encode(self, mail: Mail, person: Recipient) -> bytes:
         """``message`` as JSON, spliced: the head and tail objects encoded, the bodies joined from pieces."""
-        return spliced(mail, person, self._head(mail, person), ("HtmlBody", "TextBody"), self._tail(mail, person))
+        return b"".join(self._chunks(mail, person))
 
-    async def _send_part(self, people: Sequence[Recipient], body: bytes) -> list[Outcome]:
+    def _chunks(self, mail: Mail, person: Recipient) -> list[bytes]:
+        """What ``_encode`` joins: the request body joins every message's chunks at once."""
+        return spliced_chunks(mail, person, self._head(mail, person), ("HtmlBody", "TextBody"),
+                              self._tail(mail, person))
+
+    async def _send_part(self, people: Sequence[Recipient], body: Pieces) -> list[Outcome]:
         response = await post(self.client, f"{self.base_url}/email/batch", policy=self.policy, idempotent=False,
                               key=self.key, content=body,
                               headers={"X-Postmark-Server-Token": self.key.value, "Accept": "application/json",
@@ -110,28 +120,20 @@ class PostmarkProvider(HttpProvider):
         return [_outcome(person, answer) for person, answer in zip(people, answers, strict=False)]
 
 
-def _parts(encoded: list[tuple[Recipient, bytes]]) -> list[list[tuple[Recipient, bytes]]]:
+Message = tuple[Recipient, list[bytes], int]  # a recipient, their message's chunks and its size in bytes
+
+
+def _parts(encoded: list[Message]) -> list[list[Message]]:
     """Runs of at most 500 messages whose JSON array stays under 50 MB."""
-    parts: list[list[tuple[Recipient, bytes]]] = []
-    size = 0
-    for person, body in encoded:
-        if not parts or len(parts[-1]) >= MAX_MESSAGES or size + len(body) + 1 > MAX_REQUEST_BYTES - 2:
+    parts: list[list[Message]] = []
+    total = 0
+    for person, chunks, size in encoded:
+        if not parts or len(parts[-1]) >= MAX_MESSAGES or total + size + 1 > MAX_REQUEST_BYTES - 2:
             parts.append([])
-            size = 0
-        parts[-1].append((person, body))
-        size += len(body) + 1
+            total = 0
+        parts[-1].append((person, chunks, size))
+        total += size + 1
     return parts
-
-
-def _array(items: list[bytes]) -> bytes:
-    """The JSON array of encoded messages, copied once (``b"[" + b",".join(...) + b"]"`` copies ~40 MB thrice)."""
-    pieces = [b"["]
-    for item in items:
-        pieces += (item, b",")
-    if items:
-        pieces.pop()
-    pieces.append(b"]")
-    return b"".join(pieces)
 
 
 def _outcome(person: Recipient, answer: Any) -> Outcome:

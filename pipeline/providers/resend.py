@@ -21,7 +21,17 @@ from typing import Any, ClassVar
 
 from pipeline.mail import Batch, Mail, Outcome, Recipient
 from pipeline.messages import personalise
-from pipeline.providers.http import HttpProvider, address, chunks, message_headers, post, read_json, send_parts, spliced
+from pipeline.providers.http import (
+    HttpProvider,
+    address,
+    chunks,
+    json_array,
+    message_headers,
+    post,
+    read_json,
+    send_parts,
+    spliced_chunks,
+)
 
 MAX_EMAILS = 100
 
@@ -48,10 +58,10 @@ class ResendProvider(HttpProvider):
 
     def encode(self, mail: Mail, person: Recipient) -> bytes:
         """``email`` as JSON, spliced: the head and tail objects encoded, the bodies joined from pieces."""
-        return spliced(mail, person, _head(mail, person), ("html", "text"), _tail(mail, person))
+        return b"".join(_chunks(mail, person))
 
     async def _send_part(self, mail: Mail, people: Sequence[Recipient], idempotency_key: str) -> list[Outcome]:
-        body = b"[" + b",".join([self.encode(mail, person) for person in people]) + b"]"
+        body = json_array([_chunks(mail, person) for person in people])
         response = await post(self.client, f"{self.base_url}/emails/batch", policy=self.policy, idempotent=True,
                               key=self.key, content=body,
                               headers={"Authorization": f"Bearer {self.key.value}", "Accept": "application/json",
@@ -62,6 +72,10 @@ class ResendProvider(HttpProvider):
         # zip: a recipient without an id in the answer is left out, and the send records it as uncertain.
         return [Outcome(delivery_id=person.delivery_id, status="sent", provider_message_id=message_id)
                 for person, message_id in zip(people, ids, strict=False)]
+
+
+def _chunks(mail: Mail, person: Recipient) -> list[bytes]:
+    return spliced_chunks(mail, person, _head(mail, person), ("html", "text"), _tail(mail, person))
 
 
 def _head(mail: Mail, person: Recipient) -> dict[str, Any]:

@@ -516,13 +516,17 @@ def settle(store: Store, send_id: int, owner: str, batch_id: str, outcomes: Iter
     for outcome in outcomes:
         if outcome.status not in SETTLED_AS:
             raise ValueError(f"no move settles a row as {outcome.status}")
-    rows = [{"delivery": outcome.delivery_id, "new_status": outcome.status,
-             "message_id": outcome.provider_message_id, "error_class": outcome.error_class,
-             "error_text": outcome.error_text, "sent_at": now if outcome.status == D.SENT else None}
-            for outcome in outcomes]
-    statement = (update(deliveries)
-                 .where(deliveries.c.id == bindparam("delivery"), deliveries.c.batch_id == batch_id,
-                        deliveries.c.status == D.SENDING)
+    # Outcomes alike but for their row (a SendGrid or Mailgun batch: one message id for all) are written by
+    # one statement over their ids; the others row by row, in one executemany.
+    alike: dict[tuple[str, str | None, str | None, str | None], list[int]] = {}
+    for outcome in outcomes:
+        key = (outcome.status, outcome.provider_message_id, outcome.error_class, outcome.error_text)
+        alike.setdefault(key, []).append(outcome.delivery_id)
+    rows = [{"delivery": ids[0], "new_status": status, "message_id": message_id, "error_class": error_class,
+             "error_text": error_text, "sent_at": now if status == D.SENT else None}
+            for (status, message_id, error_class, error_text), ids in alike.items() if len(ids) == 1]
+    in_flight = (deliveries.c.batch_id == batch_id, deliveries.c.status == D.SENDING)
+    statement = (update(deliveries).where(deliveries.c.id == bindparam("delivery"), *in_flight)
                  .values(status=bindparam("new_status"), provider_message_id=bindparam("message_id"),
                          error_class=bindparam("error_class"), error_text=bindparam("error_text"),
                          updated_at=now, sent_at=bindparam("sent_at")))
@@ -531,6 +535,11 @@ def settle(store: Store, send_id: int, owner: str, batch_id: str, outcomes: Iter
             return False
         if rows:
             connection.execute(statement, rows)
+        for (status, message_id, error_class, error_text), ids in alike.items():
+            if len(ids) > 1:
+                connection.execute(update(deliveries).where(deliveries.c.id.in_(ids), *in_flight).values(
+                    status=status, provider_message_id=message_id, error_class=error_class, error_text=error_text,
+                    updated_at=now, sent_at=now if status == D.SENT else None))
         # The provider says these addresses must not be mailed again (Postmark's 406, say).
         suppressed = [{"email_key": outcome.email.lower(), "reason": "provider", "source": outcome.error_text or "",
                        "created_at": now} for outcome in outcomes if outcome.suppress and outcome.email]
