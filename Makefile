@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 AXE := tools/node_modules/axe-core/axe.min.js
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup system demo serve test bench check lint clean
+.PHONY: setup system demo serve test bench chaos check lint clean
 
 setup: $(STAMP) system $(AXE)
 
@@ -80,6 +80,13 @@ bench: setup
 	$(PY) benchmarks/bench_webhooks.py
 	$(PY) benchmarks/bench_console.py
 	$(PY) benchmarks/bench_startup.py
+
+# Exactly-once under faults, in full: on a throwaway PostgreSQL, 3 send workers SIGKILLed at random and the
+# database restarted once while they send 50,000 recipients through the emulator with faults on (tests/chaos.py;
+# tests/test_chaos.py runs a reduced version inside make test).
+chaos: setup
+	$(PY) -m tests.chaos --provider sendgrid
+	$(PY) -m tests.chaos --provider resend
 
 # Style and types: ruff, then mypy over the package (which ships py.typed), the tests and benchmarks.
 check: $(STAMP)

@@ -33,14 +33,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_send import (  # noqa: E402
-    EMULATOR_KEY,
-    EmulatorProcess,
+    SERVER_KEY,
     _proc_status_kib,
     machine_note,
     mib,
     system_busy_seconds,
     write_subscribers,
 )
+from servers import EmulatorProcess  # noqa: E402
 
 from tests.pgcluster import Cluster  # noqa: E402
 
@@ -92,7 +92,7 @@ def measure(cluster: Cluster, emulator: EmulatorProcess, workers: int, audience:
     import_subscribers(store, folder / "audience.csv")
     built = prepare_and_write(folder / "drafts" / SAMPLE, settings)
     emulator.reset()
-    env = {**os.environ, KEY_VARIABLE: EMULATOR_KEY}
+    env = {**os.environ, KEY_VARIABLE: SERVER_KEY}
     logs = [(folder / f"worker-{number}.log").open("wb") for number in range(workers)]
     processes = [subprocess.Popen([sys.executable, "-m", "pipeline", "worker"], cwd=folder, env=env, stdout=log,
                                   stderr=subprocess.STDOUT) for log in logs]
