@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -436,3 +440,21 @@ def test_the_command_is_registered_with_help() -> None:
         parser.parse_args(["emulator", "--key", "smtp=abc"])
     text = instructions("http://127.0.0.1:8750", {"postmark": "abc"}, "postmark")
     assert 'base_url = "http://127.0.0.1:8750"' in text and "abc" not in text
+
+
+def test_a_client_gone_mid_request_is_one_log_line_and_nothing_recorded(
+        server: EmulatorHandle, client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
+    """A sender killed while its request is on the wire: the emulator records nothing and logs no traceback."""
+    caplog.set_level(logging.INFO)
+    where = urlsplit(server.url)
+    with socket.create_connection((where.hostname or "127.0.0.1", where.port or 80)) as raw:
+        raw.sendall(b"POST /email/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"X-Postmark-Server-Token: " + KEY.encode() + b"\r\nContent-Length: 100000\r\n\r\n[{\"From\"")
+    for _ in range(200):  # the server hears of the closed connection a moment later
+        if any("went away" in record.getMessage() for record in caplog.records):
+            break
+        time.sleep(0.01)
+    assert [record.getMessage() for record in caplog.records if record.name == "newsletter.emulator"] == [
+        "postmark: the client went away before its request had arrived; nothing recorded"]
+    assert not [record for record in caplog.records if record.exc_info]
+    assert client.get("/_emulator/stats").json()["messages"].get("postmark", 0) == 0

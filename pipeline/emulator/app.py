@@ -10,6 +10,7 @@ dropped one is read, then its connection is closed without an answer or a record
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from types import ModuleType
@@ -17,7 +18,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -30,6 +31,8 @@ PROVIDER_MODULES: dict[str, ModuleType] = {"postmark": postmark, "sendgrid": sen
                                            "resend": resend}
 DROP = "emulator.drop"  # the scope key of the callable that closes the request's connection
 _faults_checker = Draft202012Validator(FAULTS_SCHEMA)
+
+log = logging.getLogger("newsletter.emulator")
 
 
 def create_app(emulator: Emulator | None = None, *, keys: dict[str, str] | None = None,
@@ -91,7 +94,11 @@ def _send_endpoint(module: ModuleType) -> Callable[[Request], Awaitable[Response
         emulator: Emulator = request.app.state.emulator
         fault = emulator.faults.draw()
         emulator.requests[module.NAME] += 1
-        body = await read_body(request, module.MAX_BODY)
+        try:
+            body = await read_body(request, module.MAX_BODY)
+        except ClientDisconnect:  # the sender went away mid-request (killed, say): nothing arrived, nothing recorded
+            log.info("%s: the client went away before its request had arrived; nothing recorded", module.NAME)
+            return Response(status_code=400)  # never sent: nobody is there
         if body is not None:
             emulator.bodies.add(body, request.headers.get("content-type", ""))
         if emulator.faults.plan.latency_ms:
