@@ -43,6 +43,7 @@ INACTIVE = tuple(status for status in LISTED_STATUSES if status != "active")
 MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
 CHUNK = 1000  # lines looked up and written per statement during an import
+ANALYZE_EVERY = 50  # chunks between refreshes of the planner's figures during an import (PostgreSQL)
 OUTCOMES = ("added", "updated", "unchanged", "kept_unsubscribed")
 ERASED = "erased"  # the reason of the hashed suppression an erased reader leaves
 ERASED_REASON = "erased at their request: only a signup they confirm brings them back"
@@ -402,8 +403,10 @@ def import_subscribers(store: Store, path: str | os.PathLike[str], *, dry_run: b
     with _opened(path) as binary, store.begin() as connection:
         records = _records(path, binary)
         header = _header(records, path)
-        for chunk in _chunks(_entries(records, header, tally), CHUNK):
+        for number, chunk in enumerate(_chunks(_entries(records, header, tally), CHUNK), start=1):
             _upsert(connection, chunk, tally, resubscribe=resubscribe)
+            if number % ANALYZE_EVERY == 0:
+                db.refresh_statistics(connection)
         if dry_run:
             connection.rollback()
     return tally.report(dry_run=dry_run)

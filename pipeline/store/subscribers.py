@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, exists, func, select
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, exists, func, select, text
 
 from pipeline.store import Store, insert_new
 from pipeline.store.audience import tag_filter
@@ -34,6 +34,14 @@ def listing_filter(tag: str | None, status: str | None) -> ColumnElement[bool]:
     if status is not None:
         conditions.append(subscribers.c.status == status)
     return and_(*conditions)
+
+
+def refresh_statistics(connection: Connection) -> None:
+    """On PostgreSQL, ANALYZE the subscribers. Within an import's transaction it counts the rows written so far,
+    so the planner goes on looking addresses up by their index; with the figures of the table as it was (empty,
+    say) it turns to reading every row for every chunk past some 90,000 rows, 3 s a chunk and rising."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("ANALYZE subscribers"))
 
 
 def known(connection: Connection, keys: list[str]) -> tuple[dict[str, Row[Any]], dict[str, str]]:
