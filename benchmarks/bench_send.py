@@ -275,7 +275,7 @@ def http_send_child(provider: str, audience: int, base_url: str, folder: Path, p
 
     The project folder is left in place for the raw child, which rebuilds the same requests from its database.
     """
-    from pipeline import send
+    from pipeline import providers, send
 
     ready = setup(folder, audience, provider, base_url)
     settings, store, build = ready["settings"], ready["store"], ready["build"]
@@ -305,7 +305,7 @@ def http_send_child(provider: str, audience: int, base_url: str, folder: Path, p
         "build_s": ready["build_s"], "create_s": created - start, "run_s": finished - created,
         "send_s": finished - start, "cpu_s": cpu, "main_cpu_s": main_cpu, "sys_s": kernel,
         "setup_peak_kib": setup_peak, "setup_rss_kib": setup_rss, "end_peak_kib": end_peak, "end_rss_kib": end_rss,
-        "batch_size": batch_size_of(settings), "concurrency": settings.provider.concurrency,
+        "batch_size": batch_size_of(settings), "concurrency": providers.concurrency(settings),
     }
 
 
@@ -412,13 +412,14 @@ def raw_child(provider: str, base_url: str, folder: Path, send_id: int) -> dict[
     """
     import httpx
 
+    from pipeline import providers
     from pipeline.store import Store
 
     settings = project_settings(folder, provider, base_url)
     store = Store.from_settings(settings)
     requests = asyncio.run(captured_requests(store, settings, send_id))
     store.dispose()
-    concurrency = settings.provider.concurrency
+    concurrency = providers.concurrency(settings)
     for index, (url, headers, body) in enumerate(requests):  # to the server measured, not the capturing one
         requests[index] = (base_url + httpx.URL(url).raw_path.decode("ascii"), headers, body)
 

@@ -302,7 +302,8 @@ class Provider(_Section):
     # recipients per batch; unset: the provider's most (Postmark 500, SendGrid and Mailgun 1,000, Resend 100,
     # SMTP 100, outbox 1,000); a larger number is capped by it
     batch_size: int | None = Field(default=None, ge=1, le=1000)
-    concurrency: int = Field(default=4, ge=1, le=64)  # batches in flight
+    # batches in flight; unset: what suits the provider (Postmark 8, the others 4; see providers.concurrency)
+    concurrency: int | None = Field(default=None, ge=1, le=64)
     rate_per_second: float = Field(default=0, ge=0)  # messages per second; 0: no limit
     timeout: float = Field(default=30.0, gt=0)  # seconds to wait for an answer
     max_retries: int = Field(default=5, ge=0)

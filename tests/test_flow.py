@@ -9,9 +9,10 @@ from typing import ClassVar
 
 import pytest
 
-from pipeline import send
+from pipeline import providers, send
 from pipeline.errors import ProviderAmbiguous, ProviderAuthError, ProviderUnavailable, SendError
 from pipeline.mail import Batch, Outcome
+from pipeline.providers.http import make_client
 from pipeline.send.ratelimit import TokenBucket
 from pipeline.store import Store
 
@@ -66,6 +67,20 @@ def test_batches_in_flight_never_exceed_concurrency(project: Path, settings, sto
     assert summary.counts == {"sent": 60}
     assert provider.most_in_flight == 3
     assert all(len(batch.recipients) <= 5 for batch in provider.batches)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("postmark", 8), ("outbox", 4)])
+def test_concurrency_unset_is_what_suits_the_provider(project: Path, settings, store: Store, name: str,
+                                                       expected: int) -> None:
+    _audience(store, project, _many(60))
+    settings = _with(settings, name=name, concurrency=None)
+    send_id = _start(store, settings, _edition(project, settings))
+    provider = Recording(gather=expected)
+    summary = asyncio.run(send.run_send(store, settings, send_id, provider=provider))
+    assert summary.counts == {"sent": 60}
+    assert provider.most_in_flight == expected == providers.concurrency(settings)
+    assert providers.concurrency(_with(settings, concurrency=2)) == 2  # set, it is what it says
+    assert make_client(_with(settings, name="postmark"))._transport._pool._max_connections == 8  # type: ignore
 
 
 def test_refused_credentials_stop_the_send_and_mark_nothing_sent(project: Path, settings, store: Store) -> None:

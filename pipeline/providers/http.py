@@ -43,7 +43,7 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from pipeline import __version__, placeholders
+from pipeline import __version__, placeholders, providers
 from pipeline.config import Settings
 from pipeline.errors import (
     ConfigError,
@@ -117,7 +117,7 @@ def api_key(settings: Settings) -> ApiKey:
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
     """A client sized for ``[provider] concurrency`` batches in flight, with the provider timeout."""
-    concurrency = settings.provider.concurrency
+    concurrency = providers.concurrency(settings)
     return httpx.AsyncClient(timeout=httpx.Timeout(settings.provider.timeout),
                              limits=httpx.Limits(max_connections=concurrency,
                                                  max_keepalive_connections=concurrency),

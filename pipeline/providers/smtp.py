@@ -66,6 +66,7 @@ from aiosmtplib import (
 )
 from pydantic import SecretStr
 
+from pipeline import providers
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, ProviderAuthError, ProviderError, ProviderUnavailable
 from pipeline.mail import Batch, Outcome, Recipient
@@ -129,7 +130,7 @@ class SmtpProvider:
         try:
             return cls(host=provider.host, port=provider.port, security=provider.security,
                        username=provider.username, password=password, timeout=provider.timeout,
-                       concurrency=provider.concurrency, ssl_context=ssl_context)
+                       concurrency=providers.concurrency(settings), ssl_context=ssl_context)
         except ConfigError as exc:
             raise ConfigError(exc.reason, path=settings.source) from None
 

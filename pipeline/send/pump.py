@@ -43,7 +43,7 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from pipeline import messages, urls
+from pipeline import messages, providers, urls
 from pipeline.config import Settings
 from pipeline.errors import (
     ProviderAmbiguous,
@@ -159,6 +159,7 @@ class _Pump:
         self.send_id = lease.send_id
         self.provider, self.on_progress = provider, on_progress
         self.batch_size = min(settings.provider.batch_size or provider.max_batch, provider.max_batch)
+        self.concurrency = providers.concurrency(settings)
         self.record = record
         name, subject, html, text = db.sent_parts(store, self.send_id)
         publication = settings.publication
@@ -204,7 +205,7 @@ class _Pump:
         done: set[asyncio.Task[None]] = set()
         try:
             while not self.stopped and not self.lease.lost.is_set() and not should_stop():
-                if len(in_flight) >= self.settings.provider.concurrency:
+                if len(in_flight) >= self.concurrency:
                     finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                     done |= finished
                     if any(task.exception() for task in finished):
