@@ -454,23 +454,31 @@ def claim_batch(store: Store, send_id: int, owner: str, size: int, *, lease_seco
         if batch_id is not None:
             ids = list(connection.scalars(select(deliveries.c.id).where(
                 deliveries.c.send_id == send_id, deliveries.c.batch_id == batch_id,
-                deliveries.c.status == D.SENDING).order_by(deliveries.c.id)))
+                deliveries.c.status == D.SENDING).order_by(deliveries.c.id)).all())
             if ids:
                 return Claimed(batch_id=batch_id, rows=_rows(connection, batch_id, ids))
         if connection.scalar(select(sends.c.status).where(sends.c.id == send_id)) != S.SENDING:
             return None
         sources, target = _delivery_move("claim")
         mine = deliveries.c.send_id == send_id if part is None else part_store.in_part(part)
-        ids = list(connection.scalars(
-            select(deliveries.c.id).where(mine, deliveries.c.status.in_(sources))
-            .order_by(deliveries.c.id).limit(size).with_for_update(skip_locked=True)))
-        if not ids:
+        # The rows are read with who they go to in the query that picks (and, on PostgreSQL, locks) them, all at
+        # once: the claim is the sender's largest database cost per recipient.
+        picked = connection.execute(
+            select(deliveries.c.id, deliveries.c.email, deliveries.c.subscriber_id, subscribers.c.name)
+            .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            .where(mine, deliveries.c.status.in_(sources))
+            .order_by(deliveries.c.id).limit(size).with_for_update(of=deliveries, skip_locked=True)).all()
+        if not picked:
             return None
+        ids = [found.id for found in picked]
         batch_id = batch_id or uuid.uuid4().hex
-        connection.execute(update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.status.in_(sources))
-                           .values(status=target, batch_id=batch_id, attempts=deliveries.c.attempts + 1,
-                                   updated_at=now))
-        return Claimed(batch_id=batch_id, rows=_rows(connection, batch_id, ids))
+        moved = connection.execute(update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.status.in_(sources))
+                                   .values(status=target, batch_id=batch_id, attempts=deliveries.c.attempts + 1,
+                                           updated_at=now)).rowcount
+        if moved != len(ids):  # never, the rows being locked (or the database, on SQLite): only those that moved
+            return Claimed(batch_id=batch_id, rows=_rows(connection, batch_id, ids))
+        return Claimed(batch_id=batch_id, rows=tuple(Row(delivery_id=found.id, subscriber_id=found.subscriber_id,
+                                                         email=found.email, name=found.name) for found in picked))
 
 
 def orphaned_batches(store: Store, send_id: int, part: Part | None = None) -> list[str]:
@@ -501,7 +509,7 @@ def _rows(connection: Connection, batch_id: str, ids: list[int]) -> tuple[Row, .
     found = connection.execute(
         select(deliveries.c.id, deliveries.c.email, deliveries.c.subscriber_id, subscribers.c.name)
         .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-        .where(deliveries.c.id.in_(ids), deliveries.c.batch_id == batch_id).order_by(deliveries.c.id))
+        .where(deliveries.c.id.in_(ids), deliveries.c.batch_id == batch_id).order_by(deliveries.c.id)).all()
     return tuple(Row(delivery_id=row.id, subscriber_id=row.subscriber_id, email=row.email, name=row.name)
                  for row in found)
 
