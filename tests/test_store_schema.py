@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 
 from pipeline.store import Store, utcnow
 from pipeline.store.engine import MIGRATIONS
-from pipeline.store.tables import metadata
+from pipeline.store.tables import metadata, suppressions
 
 from .conftest import point_at
 
@@ -88,3 +89,17 @@ def test_two_active_sends_of_one_edition_stop_the_upgrade_with_one_line_naming_t
         assert run_cli("logs")[0] == 0  # once one is cancelled, the upgrade goes through
     finally:
         store.dispose()
+
+
+def test_instants_written_in_many_rows_are_each_stored_as_given(store) -> None:
+    """The datetime column keeps its last conversion (a batch's rows share one instant): rows that alternate
+    between instants, and equal instants that are other objects, are stored and read back as given."""
+    first, second = utcnow(), utcnow() + dt.timedelta(hours=3, microseconds=7)
+    given = [first, second, second, first, first + dt.timedelta(0), second]
+    rows = [{"email_key": f"row{index}@example.net", "reason": "manual", "source": "", "created_at": when}
+            for index, when in enumerate(given)]
+    with store.begin() as connection:
+        connection.execute(insert(suppressions), rows)
+    with store.read() as connection:
+        stored = dict(connection.execute(select(suppressions.c.email_key, suppressions.c.created_at)).all())
+    assert [stored[row["email_key"]] for row in rows] == given

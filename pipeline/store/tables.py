@@ -7,6 +7,8 @@ Timestamps are timezone-aware and stored as UTC. Statuses are the enums of
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -14,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -59,6 +62,24 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[dt.datetime | None], Any] | None:
+        """The processing above (and the driver's), the last value's result kept: the rows of a batch or of a
+        new send are written with one instant each, which is then converted once, not once per row."""
+        process = super().bind_processor(dialect)
+        if process is None:
+            return None
+        last: list[tuple[dt.datetime | None, Any]] = [(None, None)]  # swapped whole: safe across threads
+
+        def remembering(value: dt.datetime | None) -> Any:
+            seen, result = last[0]
+            if value is not None and value is seen:
+                return result
+            result = process(value)
+            last[0] = (value, result)
+            return result
+
+        return remembering
 
 
 metadata = MetaData()
