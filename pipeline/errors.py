@@ -70,6 +70,12 @@ class StoreUnavailable(StoreError):
     safe to repeat is tried again."""
 
 
+class StoreConflict(StoreUnavailable):
+    """The database rolled the transaction back to resolve a conflict with another one (PostgreSQL found a
+    deadlock, or could not serialise the two): nothing of it was written, and the whole of it may be tried
+    again as it was."""
+
+
 class SubscriberError(NewsletterError):
     """A subscriber file or address cannot be used."""
 

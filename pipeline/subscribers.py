@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -28,9 +29,10 @@ from typing import Any, BinaryIO, TextIO
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, Connection, Row
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from pipeline.csvcells import Writer, restored
-from pipeline.errors import SubscriberError
+from pipeline.errors import StoreConflict, SubscriberError
 from pipeline.oneline import breaking_character
 from pipeline.store import Store, utcnow
 from pipeline.store import subscribers as db
@@ -38,11 +40,13 @@ from pipeline.store.audience import TAG, stored_tags, tags_of
 from pipeline.store.states import SUPPRESSION_REASONS
 from pipeline.store.tables import LISTED_STATUSES, SUBSCRIBER_STATUSES
 
+log = logging.getLogger("newsletter.subscribers")
 COLUMNS = ("email", "name", "tags", "status")
 INACTIVE = tuple(status for status in LISTED_STATUSES if status != "active")
 MAX_NAME = 200  # the width of subscribers.name
 MAX_TAGS = 1000  # the width of subscribers.tags, separators included
 CHUNK = 1000  # lines looked up and written per statement during an import
+CONFLICT_TRIES = 5  # runs of an import the database rolled back to settle a conflict with another (PostgreSQL)
 ANALYZE_EVERY = 50  # chunks between refreshes of the planner's figures during an import (PostgreSQL)
 OUTCOMES = ("added", "updated", "unchanged", "kept_unsubscribed")
 ERASED = "erased"  # the reason of the hashed suppression an erased reader leaves
@@ -398,7 +402,16 @@ def import_subscribers(store: Store, path: str | os.PathLike[str], *, dry_run: b
     defaults to active). Bad lines are reported, not imported; a file that cannot be read at
     all raises SubscriberError and writes nothing.
     """
-    path = Path(path)
+    # Two imports on PostgreSQL that hold rows the other needs (the same addresses, in other orders) deadlock,
+    # and the database rolls one back, whole: that one is run again from the top of the file.
+    retrying = Retrying(retry=retry_if_exception_type(StoreConflict), stop=stop_after_attempt(CONFLICT_TRIES),
+                        wait=wait_random_exponential(multiplier=0.2, max=2.0), reraise=True,
+                        before_sleep=lambda state: log.warning("import of %s: %s; importing it again", path,
+                                                               state.outcome.exception() if state.outcome else ""))
+    return retrying(_import, store, Path(path), dry_run=dry_run, resubscribe=resubscribe)
+
+
+def _import(store: Store, path: Path, *, dry_run: bool, resubscribe: bool) -> ImportReport:
     tally = _Tally()
     with _opened(path) as binary, store.begin() as connection:
         records = _records(path, binary)

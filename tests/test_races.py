@@ -333,3 +333,40 @@ def test_two_accounts_of_one_name_added_at_once_make_one(store: Store) -> None:
     with store.read() as connection:
         assert connection.execute(select(staff_users.c.role, staff_users.c.password_hash)).all() == [
             ("editor", "first")]
+
+
+@pytest.mark.postgresql
+def test_an_import_the_database_rolls_back_for_a_deadlock_is_run_again(project: Path, store: Store,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Another transaction holds the import's last address, uncommitted, and once the import waits for it asks
+    for the import's first: a deadlock, which PostgreSQL settles by rolling the import back (the other session
+    waits longer before it looks for one). The import runs again once the other commits: everyone once."""
+    from pipeline.subscribers import CHUNK, import_subscribers
+
+    people = [(f"reader{number:05d}@example.net", f"Reader {number}") for number in range(CHUNK * 2 + 500)]
+    path = project / "audience.csv"
+    path.write_text("email,name\n" + "".join(f"{email},{name}\n" for email, name in people), encoding="utf-8")
+    now = utcnow()
+
+    def add(connection: Connection, email: str) -> None:
+        connection.execute(subscribers.insert().values(email=email, email_key=email, name="Elsewhere", tags=";",
+                                                       status="active", attributes={}, created_at=now,
+                                                       updated_at=now, soft_bounces=0))
+
+    with store.engine.connect() as other, ThreadPoolExecutor(1) as pool:
+        other.begin()
+        other.execute(text("SET LOCAL deadlock_timeout = '20s'"))  # the import is the one rolled back
+        add(other, people[-1][0])
+        importing = pool.submit(import_subscribers, store, path)
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while not other.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+            assert time.monotonic() < deadline and not importing.done(), importing
+            time.sleep(0.02)
+        add(other, people[0][0])  # waits for the import's row, until the import is rolled back
+        other.commit()
+        report = importing.result(timeout=LOCK_WAIT_SECONDS)
+    assert "deadlock detected" in caplog.text and "importing it again" in caplog.text
+    assert (report.added, report.updated) == (len(people) - 2, 2)
+    with store.read() as connection:
+        stored = dict(connection.execute(select(subscribers.c.email_key, subscribers.c.name)).all())
+    assert stored == dict(people)

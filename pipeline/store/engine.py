@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from pipeline.errors import StoreError, StoreUnavailable
+from pipeline.errors import StoreConflict, StoreError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -125,9 +125,17 @@ def _first_line(exc: DBAPIError) -> str:
     return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
 
 
+# SQLSTATEs of a transaction PostgreSQL rolled back to settle a conflict: a deadlock, a serialisation failure.
+CONFLICT_STATES = frozenset({"40P01", "40001"})
+
+
 def _store_error(exc: DBAPIError) -> StoreError:
     """One line for a database error; a lost or refused connection (or SQLite still locked after its busy
-    timeout) is ``StoreUnavailable``, which a caller may try again."""
+    timeout) is ``StoreUnavailable``, which a caller may try again; a transaction rolled back for a deadlock
+    or a serialisation failure is ``StoreConflict``, one of those."""
+    if getattr(exc.orig, "sqlstate", None) in CONFLICT_STATES:
+        return StoreConflict(f"database conflict: {_first_line(exc)} (another transaction needed the same rows; "
+                             "nothing of this one was written)")
     if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
         return StoreUnavailable(f"database unavailable: {_first_line(exc)}")
     return StoreError(f"database error: {_first_line(exc)}")
