@@ -78,10 +78,11 @@ class Workers:
         self.logs: list[Path] = []
         self._files: list[IO[bytes]] = []
 
-    def start(self, *args: str, command: str = "worker") -> subprocess.Popen[bytes]:
+    def start(self, *args: str, command: str = "worker", without: str = "") -> subprocess.Popen[bytes]:
+        """A process of ``command``; ``without``: an environment variable it does not get."""
         log = self.project / f"{command}-{len(self.processes)}.log"
         handle = log.open("wb")
-        env = {**os.environ, "NEWSLETTER_SECRET": SECRET}
+        env = {name: value for name, value in os.environ.items() if name != without} | {"NEWSLETTER_SECRET": SECRET}
         process = subprocess.Popen([sys.executable, "-m", "pipeline", command, *args], cwd=self.project, env=env,
                                    stdout=handle, stderr=subprocess.STDOUT)
         self.processes.append(process)
@@ -349,6 +350,58 @@ def test_send_now_with_no_worker_says_so_and_a_worker_started_later_sends_it(
     send_id = int(re.search(r"send (\d+): ", out)[1])  # type: ignore[index]
     assert _counts(store, send_id) == {"queued": 300}
     workers.start()
+    _wait_for(lambda: _status(store, send_id) == "sent", what="the send to go out")
+    assert _counts(store, send_id) == {"sent": 300}
+    assert len(_records(emulator, "postmark")) == 300
+    store.dispose()
+
+
+# ---------------------------------------------------------------- a job that cannot work
+
+
+def test_a_failing_job_runs_again_later_and_later_at_most_five_minutes_apart_fifty_times() -> None:
+    from procrastinate.jobs import Job
+
+    from pipeline.worker.tasks import RETRY
+
+    def wait(attempts: int, error: Exception) -> float | None:
+        job = Job(queue="sends", lock=None, queueing_lock=None, task_name="newsletter.send_part", attempts=attempts)
+        decision = RETRY.get_retry_decision(exception=error, job=job)
+        if decision is None:
+            return None
+        assert decision.retry_at is not None
+        return round((decision.retry_at - dt.datetime.now(dt.UTC)).total_seconds())
+
+    waits = [wait(attempts, ConnectionError("the database went away")) for attempts in range(50)]
+    assert waits[:9] == [2, 4, 8, 16, 32, 64, 128, 256, 300] and set(waits[9:49]) == {300}
+    assert waits[49] is None  # the 50th run was the last: the send is paused, saying why
+    assert wait(0, ConfigError("no postmark API key")) is None  # no run could work: not run again at all
+
+
+
+def test_a_worker_without_the_provider_key_pauses_the_send_saying_why_and_resume_sends_it(
+        project: Path, emulator: EmulatorHandle, workers: Workers, run_cli) -> None:
+    settings = _configure(project, emulator)
+    store = Store.from_settings(settings)
+    workers.start(without=VARIABLES["postmark"])
+    _wait_for(_live(store, 1), what="the worker")
+    send_id = _send(store, settings, project, 300)
+    _wait_for(lambda: _status(store, send_id) == "paused", what="the send to pause")
+    summary = send.summary(store, send_id)
+    assert summary.counts == {"queued": 300} and not _records(emulator, "postmark")
+    assert "on a worker whose settings are wrong" in summary.reason, summary.reason
+    assert "POSTMARK_SERVER_TOKEN" in summary.reason, summary.reason
+    time.sleep(1)
+    with store.read() as connection:  # each part's job ran once, not again and again for nothing
+        runs = connection.execute(text("SELECT status, attempts FROM procrastinate_jobs")).all()
+    assert [tuple(run) for run in runs] == [("failed", 1)] * 2  # 300 rows, 200 a part
+    log = workers.stop()[0]
+    assert f"send {send_id}: part " in log and "failed on a worker whose settings are wrong" in log, log
+
+    workers.start()
+    _wait_for(_live(store, 1), what="a worker with the key")
+    code, out, err = run_cli("send", "--resume", str(send_id), "--no-progress")
+    assert code == 0, err
     _wait_for(lambda: _status(store, send_id) == "sent", what="the send to go out")
     assert _counts(store, send_id) == {"sent": 300}
     assert len(_records(emulator, "postmark")) == 300

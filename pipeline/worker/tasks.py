@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
 from collections.abc import Iterable
 
 import procrastinate
+import procrastinate.jobs
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy.engine import make_url
 
 from pipeline.config import Settings
+from pipeline.errors import ConfigError
 from pipeline.notices import notify, summary_notice
 from pipeline.send.pump import run_part
 from pipeline.store import Store
@@ -27,9 +31,24 @@ from pipeline.store.parts import Part
 log = logging.getLogger("newsletter.worker")
 TASK = "newsletter.send_part"
 QUEUE = "sends"
-# A job that raised (the database went away, say) is tried again, later and later; a job whose worker died is
-# retried by the sweeper (``run.py``), which counts as an attempt too.
-RETRY = procrastinate.RetryStrategy(max_attempts=50, wait=2, exponential_wait=2)
+ATTEMPTS = 50  # runs of a part's job, the first included, before its send is paused
+LONGEST_WAIT = 300  # seconds, at most, between two runs
+
+
+class Backoff(procrastinate.BaseRetryStrategy):
+    """A job that raised (the database went away, say) is run again 2, 4, 8 … s later, at most
+    ``LONGEST_WAIT`` apart, ``ATTEMPTS`` times in all (a job whose worker died is queued again by the sweeper,
+    ``run.py``, which counts too). One that cannot work on any run (this worker's settings are wrong: the
+    provider's key is missing, say) is not run again."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: procrastinate.jobs.Job
+                           ) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, ConfigError) or job.attempts + 1 >= ATTEMPTS:
+            return None
+        return procrastinate.RetryDecision(retry_in={"seconds": min(2 ** (job.attempts + 1), LONGEST_WAIT)})
+
+
+RETRY = Backoff()
 
 
 def conninfo(store: Store) -> str:
@@ -77,7 +96,13 @@ async def send_part(context: procrastinate.JobContext, send_id: int, number: int
     if part is None:
         log.warning("send %s has no part %s: nothing to do", send_id, number)
         return
-    done = await run_part(store, settings, part, should_stop=stopping.is_set)
+    try:
+        done = await run_part(store, settings, part, should_stop=stopping.is_set)
+    except Exception as exc:
+        job = context.job
+        if job is not None and RETRY.get_retry_decision(exception=exc, job=job) is None:
+            await _give_up(store, settings, part, exc, job.attempts + 1)
+        raise
     if done.left and stopping.is_set():
         lock = _lock(send_id, number)
         try:
@@ -91,3 +116,19 @@ async def send_part(context: procrastinate.JobContext, send_id: int, number: int
         notice = summary_notice(summary)
         if notice is not None:
             await notify(settings, *notice)
+
+
+async def _give_up(store: Store, settings: Settings, part: Part, error: BaseException, runs: int) -> None:
+    """The part's job will not run again: pause its send (the other parts stop at their next claim), say why,
+    and tell the staff. ``send --resume`` hands it to the workers again once the cause is mended."""
+    if isinstance(error, ConfigError):
+        where = f"{socket.gethostname()}:{os.getpid()}"
+        reason = f"part {part.number} failed on a worker whose settings are wrong ({where}): {error}"
+    else:
+        reason = f"part {part.number} failed {runs} times on the workers; last: {error}"
+    if not await asyncio.to_thread(db.move, store, part.send_id, "pause", reason):
+        return  # paused, cancelled or ended meanwhile: nothing to add
+    log.error("send %s: %s", part.send_id, reason)
+    notice = summary_notice(await asyncio.to_thread(db.summary, store, part.send_id))
+    if notice is not None:
+        await notify(settings, *notice)
