@@ -8,6 +8,7 @@ pause and cancel reach every worker; ``send --now`` with no worker running says 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -34,7 +35,7 @@ from pipeline.store.tables import deliveries, send_parts
 from .conftest import SAMPLE, SECRET
 from .test_providers_emulator import _assert_log_equals_emulator, _by_recipient, _rows
 from .test_schedule import _schedule_in
-from .test_send import _audience, _edition, _many
+from .test_send import _audience, _edition, _many, _start
 
 KEY = "emu-workers-key"
 VARIABLES = {"postmark": "POSTMARK_SERVER_TOKEN", "resend": "RESEND_API_KEY"}
@@ -405,6 +406,20 @@ def test_a_worker_without_the_provider_key_pauses_the_send_saying_why_and_resume
     _wait_for(lambda: _status(store, send_id) == "sent", what="the send to go out")
     assert _counts(store, send_id) == {"sent": 300}
     assert len(_records(emulator, "postmark")) == 300
+    store.dispose()
+
+
+def test_following_a_send_counts_the_rows_settled_before_its_first_look(project: Path, settings: Settings) -> None:
+    """The progress of ``send --now`` counts from the rows left before the send was handed over: rows a worker
+    settles before the command first looks are on the bar too."""
+    store = Store.from_settings(settings)
+    _audience(store, project, _many(30))
+    send_id = _start(store, settings, _edition(project, settings))
+    left = send.queued_count(store, send_id)
+    asyncio.run(send.run_send(store, settings, send_id))  # as fast a worker as can be: done before the first look
+    settled: list[int] = []
+    summary = worker.follow(store, settings, send_id, on_progress=settled.append, unsettled=left)
+    assert (left, settled, summary.counts) == (30, [30], {"sent": 30})
     store.dispose()
 
 

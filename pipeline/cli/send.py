@@ -131,13 +131,14 @@ def _run(store: Store, settings: Settings, send_id: int, *, progress: bool, leas
     from pipeline import send, worker
 
     to_workers = worker.uses_workers(store, settings)
+    total = send.queued_count(store, send_id)  # before the workers start on it: the bar misses none of its rows
     if to_workers:
         worker.hand_over(store, settings, send_id)
-    total = send.queued_count(store, send_id)
     with tqdm(total=total, unit="msg", file=sys.stderr, disable=not progress or None,
               desc=f"send {send_id}", dynamic_ncols=True) as bar:
         if to_workers:
-            summary = worker.follow(store, settings, send_id, on_progress=lambda count: bar.update(count))
+            summary = worker.follow(store, settings, send_id, on_progress=lambda count: bar.update(count),
+                                    unsettled=total)
         else:
             summary = asyncio.run(send.run_send(store, settings, send_id,
                                                 on_progress=lambda count: bar.update(count), lease=lease))

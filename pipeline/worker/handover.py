@@ -39,12 +39,13 @@ def hand_over(store: Store, settings: Settings, send_id: int, *, owner: str | No
 
 
 def follow(store: Store, settings: Settings, send_id: int, *, on_progress: ProgressHook | None = None,
-           poll_seconds: float = POLL_SECONDS) -> db.SendSummary:
-    """Wait while the workers send it; report settled rows to ``on_progress``; the summary once it is no longer
-    ``sending``. SendError, in one line, when no worker has had a heartbeat for ``stall_seconds`` (none is
-    running): the send waits for one, queued."""
+           poll_seconds: float = POLL_SECONDS, unsettled: int | None = None) -> db.SendSummary:
+    """Wait while the workers send it; report settled rows to ``on_progress`` (those settled since there were
+    ``unsettled`` rows left, counted before it was handed over; else since the first look); the summary once it
+    is no longer ``sending``. SendError, in one line, when no worker has had a heartbeat for ``stall_seconds``
+    (none is running): the send waits for one, queued."""
     stall = settings.workers.stall_seconds
-    left: int | None = None  # rows queued or in flight at the last look
+    left: int | None = unsettled  # rows queued or in flight at the last look
     first = True
     silent_since: float | None = None
     while True:
