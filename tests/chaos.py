@@ -180,6 +180,8 @@ def run(*, audience: int, workers: int, provider: str, kill_every: float, seed: 
             result.seconds = time.monotonic() - started
             latest = _latest_send(store)
             if latest is not None:
+                if result.finished:
+                    _await_notice(emulator, provider)
                 _check(store, latest[0], emulator.messages(provider=provider), result)
             result.injected = dict(emulator.stats().get("faults_injected", {}))
             store.dispose()
@@ -237,6 +239,17 @@ def _chaos(store: Store, cluster: Cluster, folder: Path, env: dict[str, str], lo
             result.kills += 1
             running[victim] = newsletter(folder, env, "worker", log=logs / f"worker-{victim}.log")
     return False, status
+
+
+def _await_notice(emulator: Any, provider: str, seconds: float = 15.0) -> None:
+    """Wait a moment for the staff's summary: the job that ended the send mails it just after, through the
+    same faulty emulator (a 500 or a 429 on it is retried, after Retry-After)."""
+    staff = {address.lower() for address in NOTICES_TO}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(record["to"].lower() in staff for record in emulator.messages(provider=provider)):
+            return
+        time.sleep(0.2)
 
 
 def _check(store: Store, send_id: int, records: list[dict[str, Any]], result: Result) -> None:
