@@ -50,6 +50,7 @@ KEY_VARIABLES = {"postmark": "POSTMARK_SERVER_TOKEN", "sendgrid": "SENDGRID_API_
 TIMEOUT = 2.0  # the sender's request timeout; a "late" fault answers after it
 SECRET = "a-chaos-signing-secret-of-32-bytes-at-least"
 NOTICES_TO = tomllib.loads((ROOT / "newsletter.toml").read_text(encoding="utf-8"))["notify"]["staff"]
+STAFF = frozenset(address.lower() for address in NOTICES_TO)  # as the emulator's records name them
 
 
 @dataclass
@@ -244,10 +245,9 @@ def _chaos(store: Store, cluster: Cluster, folder: Path, env: dict[str, str], lo
 def _await_notice(emulator: Any, provider: str, seconds: float = 15.0) -> None:
     """Wait a moment for the staff's summary: the job that ended the send mails it just after, through the
     same faulty emulator (a 500 or a 429 on it is retried, after Retry-After)."""
-    staff = {address.lower() for address in NOTICES_TO}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if any(record["to"].lower() in staff for record in emulator.messages(provider=provider)):
+        if any(record["to"].lower() in STAFF for record in emulator.messages(provider=provider)):
             return
         time.sleep(0.2)
 
@@ -258,10 +258,9 @@ def _check(store: Store, send_id: int, records: list[dict[str, Any]], result: Re
         rows = list(connection.execute(select(deliveries.c.email, deliveries.c.status,
                                               deliveries.c.provider_message_id)
                                        .where(deliveries.c.send_id == send_id)))
-    staff = {address.lower() for address in NOTICES_TO}
     received: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        if record["to"].lower() in staff:
+        if record["to"].lower() in STAFF:
             result.notices += 1  # the send's summary, mailed to staff through the same provider
         else:
             received[record["to"].lower()].append(record)

@@ -112,10 +112,14 @@ async def send_part(context: procrastinate.JobContext, send_id: int, number: int
             pass
         log.info("send %s: part %s left with %d row(s) to send, for the next worker", send_id, number, done.left)
     if done.finished is not None or done.stopped:
-        summary = await asyncio.to_thread(db.summary, store, send_id)
-        notice = summary_notice(summary)
-        if notice is not None:
-            await notify(settings, *notice)
+        await _tell_staff(store, settings, send_id)
+
+
+async def _tell_staff(store: Store, settings: Settings, send_id: int) -> None:
+    """Mail the staff the send's summary, if it is over or stopped (``notices.summary_notice``)."""
+    notice = summary_notice(await asyncio.to_thread(db.summary, store, send_id))
+    if notice is not None:
+        await notify(settings, *notice)
 
 
 async def _give_up(store: Store, settings: Settings, part: Part, error: BaseException, runs: int) -> None:
@@ -129,6 +133,4 @@ async def _give_up(store: Store, settings: Settings, part: Part, error: BaseExce
     if not await asyncio.to_thread(db.move, store, part.send_id, "pause", reason):
         return  # paused, cancelled or ended meanwhile: nothing to add
     log.error("send %s: %s", part.send_id, reason)
-    notice = summary_notice(await asyncio.to_thread(db.summary, store, part.send_id))
-    if notice is not None:
-        await notify(settings, *notice)
+    await _tell_staff(store, settings, part.send_id)
